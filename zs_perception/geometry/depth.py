@@ -1,0 +1,59 @@
+"""Depth image unit conversion: raw sensor depth to float32 metres with NaN for missing."""
+
+from typing import Union
+
+import numpy as np
+
+# ROS sensor_msgs/Image depth encodings and the raw units per metre they imply (REP-118).
+_ENCODING_UNITS_PER_METRE = {
+    '16UC1': 1000.0,  # uint16 millimetres
+    'mono16': 1000.0,  # some drivers publish 16UC1 depth as mono16
+    '32FC1': 1.0,  # float32 metres
+}
+
+
+def depth_to_metres(depth: np.ndarray, encoding_or_scale: Union[str, float]) -> np.ndarray:
+    """Convert a depth image to ``float32`` metres, with NaN wherever depth is missing.
+
+    Args:
+        depth: ``(H, W)`` depth image, ``uint16`` or floating point.
+        encoding_or_scale: a ROS image encoding (``'16UC1'`` / ``'mono16'``: ``uint16``
+            millimetres; ``'32FC1'``: ``float32`` metres), or the number of raw units per
+            metre (e.g. ``5000.0`` for TUM RGB-D PNGs, ``1000.0`` for millimetres).
+
+    Returns:
+        ``(H, W)`` ``float32`` metres. Zero, negative, NaN and infinite readings (the
+        conventions sensors use for "no return") become NaN. Always a new array.
+
+    Raises:
+        ValueError: unknown encoding, non-positive scale, or an image that is not 2-D.
+
+    """
+    depth = np.asarray(depth)
+    if depth.ndim != 2:
+        raise ValueError(
+            f'depth_to_metres: depth must be a single-channel (H, W) image, got shape '
+            f'{depth.shape}. Pass the depth image itself, not a colour image.')
+    if isinstance(encoding_or_scale, str):
+        if encoding_or_scale not in _ENCODING_UNITS_PER_METRE:
+            raise ValueError(
+                f'depth_to_metres: unsupported depth encoding {encoding_or_scale!r}; expected '
+                f'one of {sorted(_ENCODING_UNITS_PER_METRE)} or a number of raw units per '
+                'metre.')
+        units_per_metre = _ENCODING_UNITS_PER_METRE[encoding_or_scale]
+    else:
+        units_per_metre = float(encoding_or_scale)
+        if not (np.isfinite(units_per_metre) and units_per_metre > 0):
+            raise ValueError(
+                f'depth_to_metres: units per metre must be a finite number > 0, got '
+                f'{encoding_or_scale!r} (1000 for millimetres, 1 for metres).')
+    if depth.dtype.kind not in 'uif':
+        raise ValueError(
+            f'depth_to_metres: depth must be an integer or floating point image, got dtype '
+            f'{depth.dtype}.')
+    out = depth.astype(np.float32)
+    if units_per_metre != 1.0:
+        out *= np.float32(1.0 / units_per_metre)
+    with np.errstate(invalid='ignore'):
+        out[~(out > 0) | ~np.isfinite(out)] = np.nan
+    return out
