@@ -9,7 +9,9 @@ import pytest
 
 from zs_perception.dataset import (depth_to_millimetres, read_depth, read_intrinsics,
                                    ReplayDirectory, write_frame, write_intrinsics)
+from zs_perception.demo_scene import render_scene
 from zs_perception.geometry.camera import CameraIntrinsics
+from zs_perception.tools.make_demo_scene import make_demo_scene
 
 SHARED_RGBD = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'rgbd'
 
@@ -157,3 +159,18 @@ def test_reads_real_rgbd_frame_with_raw_depth_scale():
     assert 0.3 < np.median(valid) < 5.0
     mm = cv2.imread(str(frame_dir / 'depth_mm.png'), cv2.IMREAD_UNCHANGED)
     np.testing.assert_array_equal(depth_to_millimetres(frame.depth_m), mm)
+
+
+def test_make_demo_scene_writes_a_replay_directory(tmp_path):
+    out = make_demo_scene(tmp_path / 'scene', frames=2, width=64, height=48, seed=3)
+    replay = ReplayDirectory(out)
+    assert len(replay) == 2 and replay.has_depth
+    truth = json.loads((out / 'ground_truth.json').read_text())['frames']
+    for i, frame in enumerate(replay):
+        scene = render_scene(width=64, height=48, seed=3 + i)
+        np.testing.assert_array_equal(frame.rgb, scene['rgb'])
+        np.testing.assert_allclose(frame.depth_m, scene['depth_m'], atol=0.0005 + 1e-6)
+        assert replay.intrinsics == scene['intrinsics']
+        position, _ = scene['poses']['box']
+        np.testing.assert_allclose(truth[i]['objects']['box']['position'], position)
+        assert truth[i]['objects']['cylinder']['mask_pixels'] == scene['masks']['cylinder'].sum()
