@@ -1,0 +1,97 @@
+"""Launch the zs_perception node, optionally with the replay publisher and rviz2.
+
+Examples::
+
+    # A RealSense camera (realsense2_camera topic names), goal set later on /goal:
+    ros2 launch zs_perception zs_perception.launch.py \\
+        image_topic:=/camera/camera/color/image_raw \\
+        depth_topic:=/camera/camera/aligned_depth_to_color/image_raw \\
+        camera_info_topic:=/camera/camera/color/camera_info
+
+    # The demo scene replayed at 2 Hz, with rviz2 (the rviz config expects no namespace):
+    python -m zs_perception.tools.make_demo_scene /tmp/scene
+    ros2 launch zs_perception zs_perception.launch.py replay_dir:=/tmp/scene rviz:=true
+
+Arguments: ``params_file`` (default: the installed config/zs_perception.yaml),
+``namespace`` (default: none), ``image_topic``, ``depth_topic``, ``camera_info_topic``,
+``goal_topic`` (what the node's ``image``, ``depth``, ``camera_info`` and ``goal``
+subscriptions are remapped to), ``rviz`` (start rviz2 with config/zs_perception.rviz),
+``replay_dir`` (non-empty: also start ``zs_perception_replay`` on that directory,
+publishing on the same topics) and ``replay_rate_hz``.
+"""
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument
+from launch.conditions import IfCondition, LaunchConfigurationNotEquals
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.descriptions import ParameterValue
+from launch_ros.substitutions import FindPackageShare
+
+PACKAGE = 'zs_perception'
+
+
+def generate_launch_description():
+    """Return the launch description (see the module docstring for the arguments)."""
+    share = FindPackageShare(PACKAGE)
+    arguments = [
+        DeclareLaunchArgument(
+            'params_file',
+            default_value=PathJoinSubstitution([share, 'config', 'zs_perception.yaml']),
+            description='YAML parameter file of the zs_perception node.'),
+        DeclareLaunchArgument('namespace', default_value='',
+                              description='Namespace of the nodes (and their topics).'),
+        DeclareLaunchArgument('image_topic', default_value='image',
+                              description='Colour image topic (sensor_msgs/Image).'),
+        DeclareLaunchArgument('depth_topic', default_value='depth',
+                              description='Depth image registered to the colour image '
+                                          '(16UC1 mm or 32FC1 m).'),
+        DeclareLaunchArgument('camera_info_topic', default_value='camera_info',
+                              description='CameraInfo of the colour image.'),
+        DeclareLaunchArgument('goal_topic', default_value='goal',
+                              description='Goal phrases (std_msgs/String, comma separated).'),
+        DeclareLaunchArgument('rviz', default_value='false',
+                              description='Start rviz2 with config/zs_perception.rviz.'),
+        DeclareLaunchArgument('replay_dir', default_value='',
+                              description='Replay directory to play as the camera; empty: '
+                                          'none (use a real camera).'),
+        DeclareLaunchArgument('replay_rate_hz', default_value='2.0',
+                              description='Frames per second of the replay.'),
+    ]
+    camera_remaps = [
+        ('image', LaunchConfiguration('image_topic')),
+        ('image/compressed', [LaunchConfiguration('image_topic'), '/compressed']),
+        ('depth', LaunchConfiguration('depth_topic')),
+        ('camera_info', LaunchConfiguration('camera_info_topic')),
+    ]
+    perception = Node(
+        package=PACKAGE,
+        executable='zs_perception_node',
+        name='zs_perception',
+        namespace=LaunchConfiguration('namespace'),
+        parameters=[LaunchConfiguration('params_file')],
+        remappings=camera_remaps + [('goal', LaunchConfiguration('goal_topic'))],
+        output='screen',
+        emulate_tty=True,
+    )
+    replay = Node(
+        package=PACKAGE,
+        executable='zs_perception_replay',
+        name='zs_replay',
+        namespace=LaunchConfiguration('namespace'),
+        parameters=[{
+            'directory': LaunchConfiguration('replay_dir'),
+            'rate_hz': ParameterValue(LaunchConfiguration('replay_rate_hz'), value_type=float),
+        }],
+        remappings=camera_remaps,
+        output='screen',
+        condition=LaunchConfigurationNotEquals('replay_dir', ''),
+    )
+    rviz = Node(
+        package='rviz2',
+        executable='rviz2',
+        name='rviz2',
+        arguments=['-d', PathJoinSubstitution([share, 'config', 'zs_perception.rviz'])],
+        condition=IfCondition(LaunchConfiguration('rviz')),
+    )
+    return LaunchDescription(arguments + [perception, replay, rviz])
