@@ -1,4 +1,4 @@
-"""Pinhole camera intrinsics: from a CameraInfo ``K`` matrix, and rescaled to another resolution."""
+"""Pinhole camera intrinsics: from a CameraInfo ``K`` matrix; rescaled to another resolution."""
 
 from dataclasses import dataclass
 import math
@@ -68,6 +68,10 @@ class CameraIntrinsics:
                 f'CameraIntrinsics.from_k: K must have 9 elements (row-major 3x3, '
                 f'CameraInfo.k), got shape {arr.shape}.')
         m = arr.reshape(3, 3)
+        if not np.any(m):
+            raise ValueError(
+                'CameraIntrinsics.from_k: K is all zeros, which means the camera driver has no '
+                'calibration: calibrate the camera or publish the factory intrinsics.')
         if not np.allclose(m[2], [0.0, 0.0, 1.0]):
             raise ValueError(
                 f'CameraIntrinsics.from_k: the last row of K must be [0, 0, 1], got '

@@ -21,8 +21,8 @@ def obstacle_cloud(geometries: Sequence[ObjectGeometry]) -> Tuple[np.ndarray, np
     """
     if not geometries:
         return np.zeros((0, 3), np.float32), np.zeros(0, np.uint32)
-    points = np.concatenate([g.points for g in geometries], axis=0).astype(np.float32,
-                                                                            copy=False)
+    points = np.concatenate([g.points for g in geometries], axis=0)
+    points = points.astype(np.float32, copy=False)
     index = np.repeat(np.arange(len(geometries), dtype=np.uint32),
                       [len(g.points) for g in geometries])
     return points, index

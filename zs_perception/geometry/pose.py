@@ -37,7 +37,7 @@ position and extents, the identity rotation, and whatever points it had (maybe n
 """
 
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple, Union
+from typing import List, Sequence, Union
 
 import cv2
 import numpy as np
@@ -45,7 +45,7 @@ import numpy as np
 from zs_perception.geometry.camera import CameraIntrinsics
 
 STATUS_OK = 'ok'
-_BOX_FIT_POINTS = 600
+_BOX_FIT_POINTS = 400
 
 
 @dataclass
@@ -92,7 +92,8 @@ def estimate_object_geometry(
         cluster_bin_m: float = 0.01,
         cluster_bin_rel: float = 0.02,
         cluster_min_share: float = 0.2,
-        trim_percent: float = 0.5) -> List[ObjectGeometry]:
+        trim_percent: float = 0.5,
+        max_points: int = 4000) -> List[ObjectGeometry]:
     """Estimate the pose, extents and points of every masked object.
 
     Args:
@@ -111,6 +112,8 @@ def estimate_object_geometry(
             a farther one.
         trim_percent: percentile trimmed at each end of each axis for the extents, in
             ``[0, 25)``.
+        max_points: at most this many mask pixels (an even subsample) are used per object,
+            which bounds the cost of large masks; ``points`` has at most this many rows.
 
     Returns:
         One :class:`ObjectGeometry` per mask, in mask order.
@@ -131,7 +134,7 @@ def estimate_object_geometry(
         raise ValueError(
             f'estimate_object_geometry: intrinsics are for a {intrinsics.width}x'
             f'{intrinsics.height} image but depth is {w}x{h}; pass the depth camera\'s '
-            f'intrinsics, or intrinsics.scaled_to({w}, {h}) if depth is a resized image.')
+            f'or intrinsics.scaled_to({w}, {h}) if depth is a resized image.')
     if not (0.0 < min_depth_m < max_depth_m):
         raise ValueError(
             f'estimate_object_geometry: need 0 < min_depth_m < max_depth_m, got '
@@ -142,6 +145,9 @@ def estimate_object_geometry(
     if min_points < 3:
         raise ValueError(f'estimate_object_geometry: min_points must be >= 3 (a plane), got '
                          f'{min_points}.')
+    if max_points < min_points:
+        raise ValueError(f'estimate_object_geometry: max_points ({max_points}) must be >= '
+                         f'min_points ({min_points}).')
     if not (0.0 <= trim_percent < 25.0):
         raise ValueError(f'estimate_object_geometry: trim_percent must be in [0, 25), got '
                          f'{trim_percent}.')
@@ -153,10 +159,10 @@ def estimate_object_geometry(
             f'estimate_object_geometry: masks are {mw}x{mh} but depth is {w}x{h}, a different '
             'aspect ratio, so depth cannot be registered to the masks by scaling. Use depth '
             'registered to the colour image (e.g. a RealSense aligned_depth_to_color topic).')
-    params = dict(min_depth_m=min_depth_m, max_depth_m=max_depth_m, erode_px=erode_px,
-                  min_points=min_points, cluster_bin_m=cluster_bin_m,
-                  cluster_bin_rel=cluster_bin_rel, cluster_min_share=cluster_min_share,
-                  trim_percent=trim_percent)
+    params = {'min_depth_m': min_depth_m, 'max_depth_m': max_depth_m, 'erode_px': erode_px,
+              'min_points': min_points, 'cluster_bin_m': cluster_bin_m,
+              'cluster_bin_rel': cluster_bin_rel, 'cluster_min_share': cluster_min_share,
+              'trim_percent': trim_percent, 'max_points': int(max_points)}
     return [_one_object(m, depth_m, intrinsics, **params) for m in mask_list]
 
 
@@ -320,7 +326,7 @@ def rotation_to_quaternion(rot: np.ndarray) -> np.ndarray:
 
 def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_points,
                 cluster_bin_m, cluster_bin_rel, cluster_min_share,
-                trim_percent) -> ObjectGeometry:
+                trim_percent, max_points) -> ObjectGeometry:
     found = _mask_roi_in_depth(mask, depth_m.shape)
     if found is None:
         return _no_pose('empty mask')
@@ -342,6 +348,9 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
         if np.count_nonzero(eroded) >= min_points:
             core = eroded
     rows, cols = np.nonzero(roi)
+    if rows.size > max_points:  # an even subsample, in raster order, bounds the cost
+        step = -(-rows.size // max_points)
+        rows, cols = rows[::step], cols[::step]
     z = depth_roi[rows, cols]
     with np.errstate(invalid='ignore'):
         valid = (z >= min_depth_m) & (z <= max_depth_m)
@@ -379,6 +388,11 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
     inside = np.all((along >= core_lo - margin) & (along <= core_hi + margin), axis=1)
     points, along = points[inside], along[inside]
     lo, hi = np.percentile(along, [trim_percent, 100.0 - trim_percent], axis=0)
+    order = np.argsort(lo - hi, kind='stable')
+    if np.any(order != np.arange(3)):  # the rim changed which side is longest
+        rotation = _orient(rotation[:, order], mean)
+        lo, hi = np.percentile((points - mean) @ rotation, [trim_percent, 100.0 - trim_percent],
+                               axis=0)
     position = mean + rotation @ ((lo + hi) / 2.0)
     return ObjectGeometry(
         has_pose=True, status=STATUS_OK, position=position, rotation=rotation,

@@ -1,0 +1,47 @@
+"""Benchmark estimate_object_geometry: 1, 5 and 20 masks at 640x480 and 1280x720 on the CPU.
+
+Run from the repository root: ``python -m benchmarks.bench_geometry``. Masks are the demo
+scene's box and cylinder masks, repeated, and elliptical masks of about 2 % of the image.
+"""
+
+import platform
+
+from benchmarks.report import emit, stats_ms, time_calls
+import cv2
+import numpy as np
+
+from zs_perception.demo_scene import render_scene
+from zs_perception.geometry import estimate_object_geometry
+
+
+def _masks(scene, count):
+    h, w = scene['depth_m'].shape
+    rng = np.random.default_rng(0)
+    masks = [scene['masks']['box'], scene['masks']['cylinder']]
+    while len(masks) < count:
+        m = np.zeros((h, w), np.uint8)
+        centre = (int(rng.integers(w // 8, 7 * w // 8)), int(rng.integers(h // 8, 7 * h // 8)))
+        cv2.ellipse(m, centre, (w // 14, h // 10), float(rng.uniform(0, 180)), 0, 360, 1, -1)
+        masks.append(m.view(bool))
+    return np.stack(masks[:count])
+
+
+def main():
+    rows = []
+    for width, height in ((640, 480), (1280, 720)):
+        scene = render_scene(width, height)
+        for count in (1, 5, 20):
+            masks = _masks(scene, count)
+            pixels = int(masks.sum())
+            seconds = time_calls(
+                lambda: estimate_object_geometry(masks, scene['depth_m'], scene['intrinsics']),
+                repeats=30, warmup=3)
+            rows.append({'resolution': f'{width}x{height}', 'masks': count,
+                         'mask_pixels': pixels, **stats_ms(seconds)})
+    emit('geometry', rows, {'device': 'cpu', 'machine': platform.processor() or 'unknown',
+                            'numpy': np.__version__, 'opencv': cv2.__version__,
+                            'cv2_threads': cv2.getNumThreads()})
+
+
+if __name__ == '__main__':
+    main()

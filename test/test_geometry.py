@@ -1,0 +1,269 @@
+"""Known-answer tests of zs_perception.geometry on the rendered demo scene and real frames."""
+
+import json
+import pathlib
+
+import cv2
+import numpy as np
+import pytest
+
+from zs_perception.demo_scene import render_scene
+from zs_perception.geometry import CameraIntrinsics, depth_to_metres, estimate_object_geometry
+from zs_perception.geometry import obstacle_cloud, rotation_to_quaternion
+
+DATA = pathlib.Path(__file__).resolve().parents[1] / '..' / 'shared' / 'data'
+NAMES = ('box', 'cylinder')
+
+
+@pytest.fixture(scope='module')
+def scenes():
+    return [render_scene(seed=seed) for seed in range(3)]
+
+
+def _estimate(scene, *, noisy=False, seed=0):
+    depth = scene['depth_m'].copy()
+    masks = np.stack([scene['masks'][n] for n in NAMES])
+    if noisy:
+        rng = np.random.default_rng(seed)
+        depth += rng.normal(0.0, 0.005, depth.shape).astype(np.float32)
+        depth[rng.random(depth.shape) < 0.2] = np.nan
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))  # 3 px dilation
+        masks = np.stack([cv2.dilate(m.view(np.uint8), kernel).view(bool) for m in masks])
+    return dict(zip(NAMES, estimate_object_geometry(masks, depth, scene['intrinsics'])))
+
+
+def _errors(scene, name, geo):
+    position, rotation = scene['poses'][name]
+    extents = scene['extents'][name]
+    order = np.argsort(-extents, kind='stable')
+    cos = abs(float(geo.rotation[:, 0] @ rotation[:, order[0]]))
+    return (np.linalg.norm(geo.position - position),
+            np.degrees(np.arccos(min(1.0, cos))),
+            np.abs(geo.extents - extents[order]) / extents[order])
+
+
+@pytest.mark.parametrize('noisy, factor', [(False, 1.0), (True, 1.5)])
+def test_box_pose_known_answer(scenes, noisy, factor):
+    for i, scene in enumerate(scenes):
+        geo = _estimate(scene, noisy=noisy, seed=i)['box']
+        pos_err, axis_err, ext_err = _errors(scene, 'box', geo)
+        assert geo.has_pose and geo.status == 'ok'
+        assert pos_err < 0.005 * factor, (i, pos_err)
+        assert axis_err < 2.0 * factor, (i, axis_err)
+        if not noisy:
+            assert np.all(ext_err < 0.05), (i, ext_err)
+
+
+def test_box_extents_with_noise_and_dilated_mask(scenes):
+    for i, scene in enumerate(scenes):
+        _, _, ext_err = _errors(scene, 'box', _estimate(scene, noisy=True, seed=i)['box'])
+        # Measured: length within 2 %, but the two short sides grow by 8..17 %: 5 mm depth
+        # noise widens the trimmed spread. Not yet within the 7.5 % the issue asks for.
+        assert ext_err[0] < 0.075, (i, ext_err)
+        assert np.all(ext_err < 0.20), (i, ext_err)
+
+
+@pytest.mark.parametrize('noisy, factor', [(False, 1.0), (True, 1.5)])
+def test_cylinder_axis_known_answer(scenes, noisy, factor):
+    for i, scene in enumerate(scenes):
+        geo = _estimate(scene, noisy=noisy, seed=i)['cylinder']
+        pos_err, axis_err, ext_err = _errors(scene, 'cylinder', geo)
+        assert geo.has_pose
+        assert axis_err < 2.0 * factor, (i, axis_err)
+        # Only the front half of a cylinder is visible: measured position error 5..10 mm and
+        # extents within 12 % (25 % for one diameter with noise and the dilated mask), short
+        # of the 5 mm / 5 % target (see the xfail test below).
+        assert pos_err < 0.015, (i, pos_err)
+        assert np.all(ext_err < (0.30 if noisy else 0.15)), (i, ext_err)
+
+
+@pytest.mark.xfail(strict=True, reason='known gap: cylinder centre/extents from its visible '
+                   'half are 5..7 mm / up to 12 % off (target 5 mm / 5 %)')
+def test_cylinder_position_and_extents_meet_target(scenes):
+    for scene in scenes:
+        pos_err, _, ext_err = _errors(scene, 'cylinder', _estimate(scene)['cylinder'])
+        assert pos_err < 0.005 and np.all(ext_err < 0.05)
+
+
+def test_orientation_convention(scenes):
+    for scene in scenes:
+        for geo in _estimate(scene).values():
+            r = geo.rotation
+            np.testing.assert_allclose(r.T @ r, np.eye(3), atol=1e-9)
+            assert np.linalg.det(r) == pytest.approx(1.0)
+            assert geo.extents[0] >= geo.extents[1] >= geo.extents[2]
+            assert r[:, 2] @ geo.position < 0  # z toward the camera
+            assert r[0, 0] >= 0  # x toward camera +x
+            q = geo.quaternion
+            assert q[3] >= 0 and np.linalg.norm(q) == pytest.approx(1.0)
+            x, y, z, w = q
+            expected = np.array([
+                [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+            np.testing.assert_allclose(expected, r, atol=1e-9)
+
+
+def test_quaternion_of_half_turns_has_non_negative_w():
+    for rot in (np.diag([1.0, -1.0, -1.0]), np.diag([-1.0, 1.0, -1.0]),
+                np.diag([-1.0, -1.0, 1.0]), np.eye(3)):
+        q = rotation_to_quaternion(rot)
+        assert q[3] >= 0 and np.linalg.norm(q) == pytest.approx(1.0)
+
+
+def test_millimetres_and_metres_give_the_same_answer(scenes):
+    scene = scenes[0]
+    depth_mm = np.round(scene['depth_m'] * 1000.0).astype(np.uint16)
+    from_mm = depth_to_metres(depth_mm, '16UC1')
+    from_m = depth_to_metres((depth_mm / 1000.0).astype(np.float32), '32FC1')
+    assert from_mm.dtype == np.float32
+    masks = np.stack([scene['masks'][n] for n in NAMES])
+    a = estimate_object_geometry(masks, from_mm, scene['intrinsics'])
+    b = estimate_object_geometry(masks, from_m, scene['intrinsics'])
+    for ga, gb in zip(a, b):
+        np.testing.assert_allclose(ga.position, gb.position, atol=1e-5)
+        np.testing.assert_allclose(ga.rotation, gb.rotation, atol=1e-4)
+        np.testing.assert_allclose(ga.extents, gb.extents, atol=1e-5)
+        assert ga.num_points == gb.num_points
+
+
+def test_depth_to_metres_marks_missing_as_nan():
+    raw = np.array([[0, 1500], [65535, 1]], np.uint16)
+    out = depth_to_metres(raw, '16UC1')
+    assert np.isnan(out[0, 0]) and out[0, 1] == pytest.approx(1.5)
+    f = np.array([[0.0, np.nan], [np.inf, -1.0]], np.float32)
+    assert np.all(np.isnan(depth_to_metres(f, '32FC1')))
+    np.testing.assert_allclose(depth_to_metres(np.array([[5000]], np.uint16), 5000.0), [[1.0]])
+    with pytest.raises(ValueError, match='unsupported depth encoding'):
+        depth_to_metres(raw, 'rgb8')
+    with pytest.raises(ValueError, match='units per metre'):
+        depth_to_metres(raw, 0.0)
+
+
+def test_background_behind_thin_object_does_not_pull_the_centre():
+    intr = CameraIntrinsics(fx=500.0, fy=500.0, cx=319.5, cy=239.5, width=640, height=480)
+    depth = np.full((480, 640), 2.0, np.float32)  # wall
+    depth[100:400, 315:325] = 0.8  # a 10 px wide pole in front
+    mask = np.zeros((480, 640), bool)
+    mask[100:400, 310:330] = True  # the mask bleeds 5 px onto the wall on each side
+    geo = estimate_object_geometry(mask[None], depth, intr)[0]
+    assert geo.has_pose
+    assert geo.position[2] == pytest.approx(0.8, abs=0.01)
+    assert np.all(np.abs(geo.points[:, 2] - 0.8) < 0.01)
+    assert abs(geo.rotation[1, 0]) > 0.99  # longest axis along the pole (camera y)
+
+
+def test_no_valid_depth_and_too_few_points_say_why():
+    intr = CameraIntrinsics(fx=500.0, fy=500.0, cx=319.5, cy=239.5, width=640, height=480)
+    depth = np.full((480, 640), np.nan, np.float32)
+    depth[0:3, 0:3] = 1.0
+    masks = np.zeros((3, 480, 640), bool)
+    masks[0, 100:200, 100:200] = True  # all NaN
+    masks[1, 0:4, 0:4] = True  # 9 valid pixels
+    geos = estimate_object_geometry(masks, depth, intr)
+    assert not geos[0].has_pose and 'no valid depth' in geos[0].status
+    assert geos[0].valid_fraction == 0.0
+    assert not geos[1].has_pose and geos[1].status.startswith('too few points')
+    assert not geos[2].has_pose and geos[2].status == 'empty mask'
+    for g in geos:
+        assert np.all(np.isfinite(g.position)) and np.all(np.isfinite(g.quaternion))
+    points, index = obstacle_cloud(geos)
+    assert len(points) == len(index) == geos[1].num_points
+
+
+def test_whole_image_mask_and_all_nan_depth(scenes):
+    scene = scenes[0]
+    full = np.ones((1, 480, 640), bool)
+    geo = estimate_object_geometry(full, scene['depth_m'], scene['intrinsics'])[0]
+    assert geo.has_pose and geo.valid_fraction == 1.0
+    assert np.all(np.isfinite(geo.position)) and np.all(np.isfinite(geo.extents))
+    nan = np.full((480, 640), np.nan, np.float32)
+    geo = estimate_object_geometry(full, nan, scene['intrinsics'])[0]
+    assert not geo.has_pose and 'no valid depth' in geo.status
+
+
+def test_depth_at_half_the_mask_resolution(scenes):
+    scene = scenes[0]
+    masks = np.stack([scene['masks'][n] for n in NAMES])
+    full = estimate_object_geometry(masks, scene['depth_m'], scene['intrinsics'])
+    small_depth = cv2.resize(scene['depth_m'], (320, 240), interpolation=cv2.INTER_NEAREST)
+    small = estimate_object_geometry(masks, small_depth, scene['intrinsics'].scaled_to(320, 240))
+    for a, b in zip(full, small):
+        assert b.has_pose
+        assert np.linalg.norm(a.position - b.position) < 0.005
+        assert abs(a.rotation[:, 0] @ b.rotation[:, 0]) > np.cos(np.radians(3.0))
+    with pytest.raises(ValueError, match='aspect ratio'):
+        estimate_object_geometry(masks, np.zeros((240, 400), np.float32),
+                                 CameraIntrinsics(300.0, 300.0, 200.0, 120.0, 400, 240))
+
+
+def test_obstacle_cloud_indexes_objects(scenes):
+    geos = _estimate(scenes[0])
+    points, index = obstacle_cloud(list(geos.values()))
+    assert points.dtype == np.float32 and index.dtype == np.uint32
+    assert len(points) == sum(g.num_points for g in geos.values())
+    for k, g in enumerate(geos.values()):
+        np.testing.assert_array_equal(points[index == k], g.points)
+    p, i = obstacle_cloud([])
+    assert p.shape == (0, 3) and i.shape == (0,)
+
+
+def test_bad_intrinsics_raise_useful_errors():
+    with pytest.raises(ValueError, match='calibrat'):
+        CameraIntrinsics.from_k([0.0] * 9, 640, 480)
+    with pytest.raises(ValueError, match='fx must be a finite'):
+        CameraIntrinsics.from_k([np.nan, 0, 320, 0, 500, 240, 0, 0, 1], 640, 480)
+    with pytest.raises(ValueError, match='9 elements'):
+        CameraIntrinsics.from_k([500.0, 500.0, 320.0, 240.0], 640, 480)
+    with pytest.raises(ValueError, match='width'):
+        CameraIntrinsics.from_k([500, 0, 320, 0, 500, 240, 0, 0, 1], 0, 480)
+    intr = CameraIntrinsics.from_k([500, 0, 319.5, 0, 500, 239.5, 0, 0, 1], 640, 480)
+    half = intr.scaled_to(320, 240)
+    assert (half.fx, half.cx, half.cy) == (250.0, 159.5, 119.5)
+
+
+def test_bad_inputs_raise_value_error():
+    intr = CameraIntrinsics(500.0, 500.0, 319.5, 239.5, 640, 480)
+    depth = np.ones((480, 640), np.float32)
+    mask = np.ones((1, 480, 640), bool)
+    with pytest.raises(ValueError, match='depth_to_metres'):
+        estimate_object_geometry(mask, depth.astype(np.uint16), intr)
+    with pytest.raises(ValueError, match='bool'):
+        estimate_object_geometry(mask.astype(np.uint8), depth, intr)
+    with pytest.raises(ValueError, match=r'masks\[None\]'):
+        estimate_object_geometry(mask[0], depth, intr)
+    with pytest.raises(ValueError, match='scaled_to'):
+        estimate_object_geometry(mask, depth, intr.scaled_to(320, 240))
+    with pytest.raises(ValueError, match='one size'):
+        estimate_object_geometry([mask[0], mask[0, :240]], depth, intr)
+    assert estimate_object_geometry(np.zeros((0, 480, 640), bool), depth, intr) == []
+
+
+def _real_frames():
+    index = DATA / 'index.json'
+    if not index.exists():
+        return []
+    return [DATA / entry['dir'] for entry in json.loads(index.read_text())['rgbd']]
+
+
+@pytest.mark.parametrize('frame', _real_frames(), ids=lambda p: p.name)
+def test_real_frames_give_finite_poses_within_depth_range(frame):
+    info = json.loads((frame / 'camera_info.json').read_text())
+    raw = cv2.imread(str(frame / 'depth.png'), cv2.IMREAD_UNCHANGED)
+    depth = depth_to_metres(raw, float(info['depth_scale']))
+    intr = CameraIntrinsics.from_k(info['K'], info['width'], info['height'])
+    h, w = depth.shape
+    masks = np.zeros((5, h, w), bool)  # image quarters, centre, whole image
+    masks[0, :h // 2, :w // 2] = True
+    masks[1, h // 2:, w // 2:] = True
+    masks[2, h // 3:2 * h // 3, w // 3:2 * w // 3] = True
+    masks[3, :, :] = True
+    masks[4, h // 2 - 10:h // 2 + 10, ::3] = True
+    lo, hi = np.nanmin(depth), np.nanmax(depth)
+    for geo in estimate_object_geometry(masks, depth, intr):
+        assert geo.has_pose, geo.status
+        for value in (geo.position, geo.rotation, geo.quaternion, geo.extents, geo.points):
+            assert np.all(np.isfinite(value))
+        assert lo - 1e-3 <= geo.position[2] <= hi + 1e-3
+        assert np.all((geo.points[:, 2] >= lo - 1e-3) & (geo.points[:, 2] <= hi + 1e-3))
+        assert 0.0 < geo.valid_fraction <= 1.0
