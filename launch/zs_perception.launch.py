@@ -1,11 +1,11 @@
-"""Launch the zs_perception node, optionally with the replay publisher and rviz2.
+r"""Launch the zs_perception node, optionally with the replay publisher and rviz2.
 
 Examples::
 
     # A RealSense camera (realsense2_camera topic names), goal set later on /goal:
-    ros2 launch zs_perception zs_perception.launch.py \\
-        image_topic:=/camera/camera/color/image_raw \\
-        depth_topic:=/camera/camera/aligned_depth_to_color/image_raw \\
+    ros2 launch zs_perception zs_perception.launch.py \
+        image_topic:=/camera/camera/color/image_raw \
+        depth_topic:=/camera/camera/aligned_depth_to_color/image_raw \
         camera_info_topic:=/camera/camera/color/camera_info
 
     # The demo scene replayed at 2 Hz, with rviz2 (the rviz config expects no namespace):

@@ -63,7 +63,7 @@ def _launched_nodes():
 
 
 def _install_prefix():
-    """The colcon install prefix of zs_perception, or None when it is not built/sourced."""
+    """Return the colcon install prefix of zs_perception, or None when not built/sourced."""
     packages = pytest.importorskip('ament_index_python.packages')
     try:
         return Path(packages.get_package_prefix(PACKAGE))
