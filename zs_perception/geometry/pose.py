@@ -133,7 +133,7 @@ def estimate_object_geometry(
     if (intrinsics.width, intrinsics.height) != (w, h):
         raise ValueError(
             f'estimate_object_geometry: intrinsics are for a {intrinsics.width}x'
-            f'{intrinsics.height} image but depth is {w}x{h}; pass the depth camera\'s '
+            f'{intrinsics.height} image but depth is {w}x{h}; pass the depth camera intrinsics, '
             f'or intrinsics.scaled_to({w}, {h}) if depth is a resized image.')
     if not (0.0 < min_depth_m < max_depth_m):
         raise ValueError(
