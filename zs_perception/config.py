@@ -91,8 +91,9 @@ PARAMETERS = (
         'report how to get one.'),
     ParameterSpec(
         'sam_model_type', 'vit_b', str,
-        'Segment Anything architecture matching sam_checkpoint.',
-        choices=('vit_b', 'vit_l', 'vit_h')),
+        "Segment Anything architecture matching sam_checkpoint ('tiny': random-weight test "
+        'models only).',
+        choices=('vit_b', 'vit_l', 'vit_h', 'tiny')),
     ParameterSpec(
         'device', 'auto', str,
         "Torch device: 'auto' (CUDA if available, else CPU), 'cpu', 'cuda' or 'cuda:N'.",
@@ -134,7 +135,7 @@ PARAMETERS = (
     ParameterSpec(
         'min_depth_m', 0.1, float,
         'Nearest depth used for poses and points (m); closer readings are ignored.',
-        value_range=(0.0, 1000.0), live=True),
+        value_range=(0.001, 1000.0), live=True),
     ParameterSpec(
         'max_depth_m', 10.0, float,
         'Farthest depth used for poses and points (m); farther readings are ignored.',

@@ -1,0 +1,153 @@
+"""Shared harness of the node tests: an in-process rclpy graph and a test-double segmenter."""
+
+import resource
+import threading
+import time
+
+from geometry_msgs.msg import PoseArray
+import numpy as np
+import rclpy
+from rclpy.context import Context
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, qos_profile_sensor_data, QoSProfile,
+                       ReliabilityPolicy)
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import Header, String
+from visualization_msgs.msg import MarkerArray
+
+from zs_perception.msg import SegmentedObjectArray
+from zs_perception.ros import conversions
+from zs_perception.ros.node import PerceptionNode
+from zs_perception.segmentation.base import Instance, PromptReport, SegmentationResult, Segmenter
+
+GOAL_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                      reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+class FixedMaskSegmenter(Segmenter):
+    """Returns a known mask for each active prompt that names one; optionally slow."""
+
+    def __init__(self, masks, delay_s=0.0, score=0.9):
+        self.masks = dict(masks)
+        self.delay_s = delay_s
+        self.score = score
+        self.threshold = 0.4
+        self.min_area_px = 100
+        self.max_objects = 20
+        self._prompts = []
+        self.calls = 0
+        self.prompt_history = []
+
+    def set_prompts(self, prompts):
+        self._prompts = list(prompts)
+        self.prompt_history.append(list(prompts))
+        return PromptReport(active=list(prompts))
+
+    @property
+    def prompts(self):
+        return list(self._prompts)
+
+    def segment(self, image):
+        self.calls += 1
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        instances = []
+        for index, label in enumerate(self._prompts):
+            mask = self.masks.get(label)
+            if mask is None or mask.shape != image.shape[:2]:
+                continue
+            rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+            box = np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], np.float32)
+            instances.append(Instance(label, index, self.score - 0.01 * index, box, mask))
+        return SegmentationResult(instances, {'fake': self.delay_s})
+
+
+def rss_mb():
+    """Peak resident set size of this process, MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class Graph:
+    """A node under test, a peer node that feeds it and records its outputs, one executor."""
+
+    def __init__(self, segmenter, params=None, namespace='/t'):
+        self.context = Context()
+        rclpy.init(context=self.context,
+                   domain_id=int(np.random.default_rng().integers(100, 230)))
+        overrides = [Parameter(k, value=v) for k, v in (params or {}).items()]
+        self.node = PerceptionNode(segmenter=segmenter, context=self.context,
+                                   namespace=namespace, parameter_overrides=overrides)
+        self.peer = rclpy.create_node('peer', namespace=namespace, context=self.context)
+        self.image_pub = self.peer.create_publisher(Image, 'image', qos_profile_sensor_data)
+        self.depth_pub = self.peer.create_publisher(Image, 'depth', qos_profile_sensor_data)
+        self.info_pub = self.peer.create_publisher(CameraInfo, 'camera_info',
+                                                   qos_profile_sensor_data)
+        self.goal_pub = self.peer.create_publisher(String, 'goal', GOAL_QOS)
+        self.received = {}
+        self._lock = threading.Lock()
+        base = f'{namespace.rstrip("/")}/zs_perception/'
+        for name, msg_type in (('objects', SegmentedObjectArray), ('masks', Image),
+                               ('poses', PoseArray), ('markers', MarkerArray),
+                               ('points', PointCloud2), ('debug_image', Image)):
+            self.received[name] = []
+            self.peer.create_subscription(msg_type, base + name, self._keep(name), 10)
+        self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.peer)
+        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread.start()
+
+    def _keep(self, name):
+        def callback(msg):
+            with self._lock:
+                self.received[name].append((time.monotonic(), msg))
+        return callback
+
+    def now(self):
+        return self.peer.get_clock().now().to_msg()
+
+    def publish_frame(self, rgb=None, depth_m=None, intrinsics=None, stamp=None,
+                      frame_id='camera_color_optical_frame', image=None, depth=None, info=None):
+        """Publish depth and camera info, then the image, all with one stamp; return it."""
+        header = Header(stamp=stamp or self.now(), frame_id=frame_id)
+        if info is None and intrinsics is not None:
+            info = CameraInfo(width=intrinsics.width, height=intrinsics.height,
+                              k=intrinsics.k.ravel().tolist())
+        if depth is None and depth_m is not None:
+            depth = conversions.array_to_image(np.asarray(depth_m, np.float32), '32FC1', header)
+        if image is None:
+            image = conversions.array_to_image(rgb, 'rgb8', header)
+        for msg, pub in ((info, self.info_pub), (depth, self.depth_pub)):
+            if msg is not None:
+                msg.header = header
+                pub.publish(msg)
+        image.header = header
+        self.image_pub.publish(image)
+        return header
+
+    def wait_for(self, name, predicate=lambda msg: True, timeout=10.0):
+        """Wait for a received message on output ``name`` matching ``predicate``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                for _, msg in self.received[name]:
+                    if predicate(msg):
+                        return msg
+            time.sleep(0.005)
+        raise AssertionError(f'no {name} message matched within {timeout} s; node counters: '
+                             f'{self.node.counters}; warnings: {list(self.node.recent_warnings)}')
+
+    def wait_for_stamp(self, name, header, timeout=10.0):
+        return self.wait_for(name, lambda m: m.header.stamp == header.stamp, timeout)
+
+    def set_goal(self, text):
+        self.goal_pub.publish(String(data=text))
+
+    def close(self):
+        self.executor.shutdown(timeout_sec=5.0)
+        self.node.destroy_node()
+        self.peer.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+        self._thread.join(timeout=5.0)
