@@ -181,7 +181,8 @@ def check_rgb_image(image: np.ndarray) -> np.ndarray:
 
     """
     if not isinstance(image, np.ndarray):
-        raise ValueError(f'Expected an (H, W, 3) uint8 RGB numpy array, got {type(image).__name__}.')
+        raise ValueError(
+            f'Expected an (H, W, 3) uint8 RGB numpy array, got {type(image).__name__}.')
     if image.dtype != np.uint8:
         raise ValueError(
             f'Expected an (H, W, 3) uint8 RGB image, got dtype {image.dtype}; '
