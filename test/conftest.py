@@ -1,0 +1,41 @@
+"""Fixtures shared by several test files."""
+
+from pathlib import Path
+
+import pytest
+
+DATA_DIR = Path(__file__).resolve().parents[2] / 'shared' / 'data'
+
+
+@pytest.fixture(scope='session')
+def tiny_models(tmp_path_factory):
+    """Directory of tiny random-weight models, written once per test session.
+
+    Written by ``zs_perception.tools.make_random_models --size tiny`` (seed 0):
+
+    - ``tiny_models / 'clipseg'``: a CLIPSeg directory (``clipseg_model``),
+    - ``tiny_models / 'sam_tiny.pth'``: a SAM checkpoint (``sam_checkpoint``)
+      with ``sam_model_type='tiny'``.
+
+    Both are marked random: load them with ``allow_random_weights=True``.
+    Returns the directory as a ``pathlib.Path``.
+    """
+    from zs_perception.tools.make_random_models import write_random_models
+
+    out = tmp_path_factory.mktemp('tiny_models')
+    write_random_models(out, size='tiny', seed=0)
+    return out
+
+
+@pytest.fixture(scope='session')
+def real_rgb():
+    """A real 640x480 RGB office-desk frame from ../shared/data, ``(480, 640, 3)`` uint8.
+
+    Skips the test when the shared data directory is absent.
+    """
+    import cv2
+
+    path = DATA_DIR / 'rgbd' / 'tum_office_desk' / 'color.png'
+    if not path.exists():
+        pytest.skip(f'shared test data not found at {path}')
+    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
