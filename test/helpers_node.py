@@ -98,6 +98,18 @@ class Graph:
         self.executor.add_node(self.peer)
         self._thread = threading.Thread(target=self.executor.spin, daemon=True)
         self._thread.start()
+        self._wait_until_connected()
+
+    def _wait_until_connected(self, timeout=10.0):
+        """Wait for discovery: every publisher of the peer and the node has its subscriber."""
+        pubs = [self.image_pub, self.depth_pub, self.info_pub, self.goal_pub,
+                self.node._objects_pub, self.node._masks_pub, self.node._poses_pub,
+                self.node._markers_pub, self.node._points_pub, self.node._debug_pub]
+        deadline = time.monotonic() + timeout
+        while any(p.get_subscription_count() == 0 for p in pubs):
+            if time.monotonic() > deadline:
+                raise AssertionError('the test graph did not connect within 10 s')
+            time.sleep(0.01)
 
     def _keep(self, name):
         def callback(msg):
@@ -140,10 +152,30 @@ class Graph:
                              f'{self.node.counters}; warnings: {list(self.node.recent_warnings)}')
 
     def wait_for_stamp(self, name, header, timeout=10.0):
-        return self.wait_for(name, lambda m: m.header.stamp == header.stamp, timeout)
+        def same_stamp(msg):
+            if isinstance(msg, MarkerArray):  # no header of its own; every marker has one
+                return any(m.header.stamp == header.stamp for m in msg.markers)
+            return msg.header.stamp == header.stamp
+        return self.wait_for(name, same_stamp, timeout)
 
-    def set_goal(self, text):
+    def wait_counter(self, name, above, timeout=10.0):
+        """Wait until the node's counter ``name`` exceeds ``above``."""
+        deadline = time.monotonic() + timeout
+        while self.node.counters[name] <= above:
+            if time.monotonic() > deadline:
+                raise AssertionError(f'counter {name} stayed at {self.node.counters[name]}; '
+                                     f'warnings: {list(self.node.recent_warnings)}')
+            time.sleep(0.002)
+
+    def set_goal(self, text, timeout=5.0):
+        """Publish a goal and wait until the node has received it (it applies next frame)."""
+        before = self.node.counters['goals_received']
         self.goal_pub.publish(String(data=text))
+        deadline = time.monotonic() + timeout
+        while self.node.counters['goals_received'] == before:
+            if time.monotonic() > deadline:
+                raise AssertionError(f'the node did not receive the goal within {timeout} s')
+            time.sleep(0.002)
 
     def close(self):
         self.executor.shutdown(timeout_sec=5.0)

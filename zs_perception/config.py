@@ -79,8 +79,9 @@ def backend_choices() -> Tuple[str, ...]:
 
 PARAMETERS = (
     ParameterSpec(
-        'backend', 'clipseg_sam', str,
-        'Segmentation backend: which model pipeline turns prompts into masks.'),
+        'backend', 'clipseg', str,
+        "Segmentation backend: 'clipseg' (CLIPSeg masks) or 'clipseg_sam' (CLIPSeg objects "
+        'redrawn by Segment Anything; needs sam_checkpoint).'),
     ParameterSpec(
         'clipseg_model', 'CIDAS/clipseg-rd64-refined', str,
         'CLIPSeg weights: a local directory saved with save_pretrained, or a Hugging Face '

@@ -81,12 +81,16 @@ class PerceptionNode(Node):
         self.add_on_set_parameters_callback(self._check_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
 
+        # Run-time engine settings in force in the segmenter; an injected segmenter gets the
+        # parameters' values before its first frame.
+        self._engine_thresholds: Dict[str, Any] = {}
         if segmenter is None:
             from zs_perception.segmentation.factory import create_segmenter
             segmenter = create_segmenter(self._settings['backend'],
                                          **config.engine_settings(self._settings))
+            self._engine_thresholds = {name: self._settings[name]
+                                       for name in config.LIVE_ENGINE_SETTINGS}
         self._segmenter = segmenter
-        self._engine_thresholds: Dict[str, Any] = {}
         self._tracker = Tracker()
         self._marker_ids: List[int] = []
 
@@ -330,11 +334,10 @@ class PerceptionNode(Node):
         changed = {k: v for k, v in wanted.items() if self._engine_thresholds.get(k) != v}
         if not changed:
             return
-        if self._engine_thresholds:  # the segmenter was built with the initial values
-            try:
-                self._segmenter.set_thresholds(**changed)
-            except ValueError as err:
-                self._warn('thresholds', f'Segmenter did not accept {changed}: {err}')
+        try:
+            self._segmenter.set_thresholds(**changed)
+        except ValueError as err:
+            self._warn('thresholds', f'The segmenter did not accept {changed}: {err}')
         self._engine_thresholds = wanted
 
     def _geometry(self, masks, image_shape, depth_msg, info_msg, settings):
@@ -358,13 +361,6 @@ class PerceptionNode(Node):
             except ValueError as err:
                 reason = 'bad depth image'
                 self._count_and_warn('bad_depth', f'Ignored a depth image: {err}.')
-        if reason is None:
-            try:
-                intrinsics = conversions.camera_info_to_intrinsics(
-                    info_msg, depth_m.shape[1], depth_m.shape[0])
-            except ValueError as err:
-                reason = 'bad camera_info'
-                self._count_and_warn('bad_camera_info', f'Ignored a camera_info: {err}.')
         if reason is None and abs(depth_m.shape[1] * image_shape[0]
                                   - depth_m.shape[0] * image_shape[1]) > 0.01 * depth_m.size:
             reason = 'depth size mismatch'
@@ -372,6 +368,13 @@ class PerceptionNode(Node):
                 'bad_depth', f'Ignored a depth image of {depth_m.shape[1]}x{depth_m.shape[0]} '
                 f'for a {image_shape[1]}x{image_shape[0]} image: expected depth registered to '
                 'the colour image (same size, or the same aspect ratio).')
+        if reason is None:
+            try:
+                intrinsics = conversions.camera_info_to_intrinsics(
+                    info_msg, depth_m.shape[1], depth_m.shape[0])
+            except ValueError as err:
+                reason = 'bad camera_info'
+                self._count_and_warn('bad_camera_info', f'Ignored a camera_info: {err}.')
         if reason is None and not np.isfinite(depth_m).any():
             self._warn('depth_empty', 'The depth image has no valid reading (all zero or NaN); '
                        'objects are published without poses.')
