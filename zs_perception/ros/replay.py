@@ -109,6 +109,12 @@ class ReplayPublisher(Node):
         """True after the last frame was published when ``loop`` is false."""
         return not self._loop and self._next_index >= len(self.replay)
 
+    def subscription_counts(self) -> Dict[str, int]:
+        """Return ``{topic: number of matched subscriptions}`` of each published topic."""
+        publishers = [self._image_pub, self._info_pub] + (
+            [self._depth_pub] if self._depth_pub is not None else [])
+        return {p.topic_name: p.get_subscription_count() for p in publishers}
+
     def start(self) -> None:
         """Start publishing at ``rate_hz`` (no-op when already started)."""
         if self._timer is None:
@@ -173,8 +179,8 @@ def _camera_info(intrinsics: CameraIntrinsics) -> CameraInfo:
     return info
 
 
-def main(args=None) -> None:
-    """Run the replay publisher until the replay finishes or the process is interrupted."""
+def main(args=None) -> int:
+    """Run the replay publisher until it finishes or is interrupted; return the exit status."""
     rclpy.init(args=args)
     node = None
     try:
@@ -185,8 +191,9 @@ def main(args=None) -> None:
         pass
     except (FileNotFoundError, ValueError) as exc:
         print(f'zs_replay: {exc}', file=sys.stderr)
-        sys.exit(1)
+        return 1
     finally:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+    return 0
