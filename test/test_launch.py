@@ -153,7 +153,7 @@ def test_launch_for_real_with_replay(tmp_path, request):
     scene = make_demo_scene(tmp_path / 'scene', frames=2, width=160, height=120)
     params = tmp_path / 'params.yaml'
     params.write_text(yaml.safe_dump({'zs_perception': {'ros__parameters': {
-        'backend': 'clipseg', 'clipseg_model': tiny_models['clipseg'],
+        'backend': 'clipseg', 'clipseg_model': str(tiny_models / 'clipseg'),
         'allow_random_weights': True, 'device': 'cpu', 'prompts': 'red box, blue cylinder'}}}))
     service = launch.LaunchService()
     service.include_launch_description(launch.actions.IncludeLaunchDescription(
