@@ -10,11 +10,11 @@ error it raises) and of ``zs_perception.ros.conversions`` (``image_to_rgb`` for 
 ``cv2_to_imgmsg`` against ``array_to_image``.
 """
 
+from benchmarks.report import emit, stats_ms, time_calls
 import numpy as np
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from benchmarks.report import emit, stats_ms, time_calls
 from zs_perception.ros import conversions
 
 WIDTH, HEIGHT, REPEATS = 640, 480, 200

@@ -1,10 +1,10 @@
 """Bad input on every topic: the node warns what was wrong and keeps producing output."""
 
+from helpers_node import FixedMaskSegmenter, Graph
 import numpy as np
 import pytest
 from sensor_msgs.msg import CameraInfo, Image
 
-from helpers_node import FixedMaskSegmenter, Graph
 from zs_perception.demo_scene import render_scene
 from zs_perception.ros.conversions import array_to_image
 

@@ -2,9 +2,9 @@
 
 import time
 
+from helpers_node import FixedMaskSegmenter, Graph, rss_mb
 import numpy as np
 
-from helpers_node import FixedMaskSegmenter, Graph, rss_mb
 from zs_perception.demo_scene import render_scene
 
 

@@ -3,12 +3,12 @@
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray
+from helpers_node import FixedMaskSegmenter, Graph
 import pytest
 import rclpy
 from rclpy.context import Context
 from rclpy.parameter import Parameter
 
-from helpers_node import FixedMaskSegmenter, Graph
 from zs_perception import config
 from zs_perception.demo_scene import render_scene
 from zs_perception.ros.node import PerceptionNode

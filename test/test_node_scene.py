@@ -4,11 +4,11 @@ The published pose, extents, label image, markers and points must agree with the
 ground truth and with each other, and carry the source image's stamp and frame.
 """
 
+from helpers_node import FixedMaskSegmenter, Graph
 import numpy as np
 import pytest
 from visualization_msgs.msg import Marker
 
-from helpers_node import FixedMaskSegmenter, Graph
 from zs_perception.demo_scene import render_scene
 from zs_perception.ros.conversions import cloud_to_arrays, image_to_array
 
@@ -82,8 +82,8 @@ def test_outputs_match_ground_truth_and_each_other(graph, scene):
         text = [m for m in markers.markers if m.ns == 'labels' and m.id == obj.id]
         assert len(box) == 1 and len(text) == 1
         assert box[0].type == Marker.CUBE and box[0].pose == obj.pose
-        assert (box[0].scale.x, box[0].scale.y, box[0].scale.z) == (obj.size.x, obj.size.y,
-                                                                   obj.size.z)
+        scale = box[0].scale
+        assert (scale.x, scale.y, scale.z) == (obj.size.x, obj.size.y, obj.size.z)
         assert name in text[0].text
         # The object's points lie inside its box (in the object frame).
         mine = points[index == k].astype(np.float64)

@@ -78,7 +78,8 @@ class Tracker:
                 f'{len(labels)} labels and {len(positions)} positions.')
         shapes = {np.shape(m) for m in masks}
         if len(shapes) > 1:
-            raise ValueError(f'Tracker.update needs masks of one size, got sizes {sorted(shapes)}.')
+            raise ValueError(
+                f'Tracker.update needs masks of one size, got sizes {sorted(shapes)}.')
         if shapes and shapes != {self._shape}:
             # A new image size: old masks cannot be compared; positions still can.
             for track in self._tracks:

@@ -45,9 +45,9 @@ def image_to_array(msg: Image, allowed: Dict[str, Tuple[str, int]]) -> np.ndarra
         allowed: ``{encoding: (dtype, channels)}`` accepted here.
 
     Returns:
-        ``(H, W)`` for one channel or ``(H, W, C)``, of the encoding's dtype, a read-only
-        view of ``msg.data`` (rows ``msg.step`` bytes apart; a copy only for big-endian
-        multi-byte data).
+        ``(H, W)`` for one channel or ``(H, W, C)``, of the encoding's dtype, a view of
+        ``msg.data`` (rows ``msg.step`` bytes apart; a copy only for multi-byte data of the
+        other byte order).
 
     Raises:
         ValueError: unsupported encoding, zero size, a step shorter than a row, or data
@@ -78,7 +78,6 @@ def image_to_array(msg: Image, allowed: Dict[str, Tuple[str, int]]) -> np.ndarra
                        strides=strides)
     if not view_dtype.isnative:
         return array.astype(dtype)
-    array.flags.writeable = False
     return array
 
 
@@ -114,8 +113,8 @@ def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
     if bgr is None:
         raise ValueError(
             f'could not decode {len(msg.data)} bytes of compressed image data (format '
-            f'{msg.format!r}); expected a JPEG or PNG from image_transport\'s compressed '
-            'plugin')
+            f'{msg.format!r}); expected a JPEG or PNG as published by the compressed '
+            'image_transport plugin')
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 

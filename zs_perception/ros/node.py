@@ -15,12 +15,12 @@ from typing import Any, Deque, Dict, List, Optional
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseArray, Vector3
 import numpy as np
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                SetParametersResult)
 import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
-                                SetParametersResult)
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, qos_profile_sensor_data, QoSProfile,
                        ReliabilityPolicy)
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest
@@ -32,7 +32,7 @@ from zs_perception.geometry import estimate_object_geometry, ObjectGeometry, obs
 from zs_perception.msg import SegmentedObject, SegmentedObjectArray
 from zs_perception.prompts import parse_goal
 from zs_perception.ros import conversions
-from zs_perception.segmentation.base import Segmenter, SegmentationError
+from zs_perception.segmentation.base import SegmentationError, Segmenter
 from zs_perception.tracking import Tracker
 from zs_perception.visualization import draw_overlay, label_image
 
