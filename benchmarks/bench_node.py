@@ -1,0 +1,255 @@
+"""Benchmark the perception node in a real ROS 2 graph: 640x480 RGB-D at 30 Hz.
+
+Run from the repository root, with the colcon build sourced (``source scripts/env.sh``)::
+
+    python -m benchmarks.bench_node [--seconds 10] [--clipseg]
+
+One process, one rclpy context, a multi-threaded executor: the replay publisher plays
+the demo scene (rgb8 image, 16UC1 depth, camera_info, same stamps) at 30 Hz into the
+perception node, and a recorder node subscribes to every output (``~/objects``,
+``~/masks``, ``~/poses``, ``~/markers``, ``~/points``, ``/diagnostics``, and
+``~/debug_image`` in the rows that say so, since the node draws the overlay only while
+someone subscribes).
+
+Figures per row:
+
+* end-to-end latency: image stamp to receipt of ``~/objects`` by the recorder (median, p99);
+* throughput: ``~/objects`` messages per second; drop rate: images published but never
+  answered (the node keeps only the newest image while it works);
+* engine: time inside ``Segmenter.segment``; ROS overhead = end-to-end minus engine time
+  per frame: transport, conversions, sync, geometry, tracking and publishing every output.
+
+The ``scene masks`` rows measure the ROS overhead, so their segmenter is a benchmark-only
+stand-in that returns 5 precomputed masks of the rendered scene (the box, the cylinder
+and three table patches) instantly; it lives here, not in the package, and is never used
+outside this benchmark. ``--clipseg`` adds a row with the real CLIPSeg backend on
+full-size random weights (meaningless masks, real compute).
+"""
+
+import argparse
+import platform
+import tempfile
+import threading
+import time
+
+from benchmarks.report import emit
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseArray
+import numpy as np
+import rclpy
+from rclpy.context import Context
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image, PointCloud2
+from visualization_msgs.msg import MarkerArray
+
+from zs_perception.demo_scene import render_scene
+from zs_perception.msg import SegmentedObjectArray
+from zs_perception.ros.node import PerceptionNode
+from zs_perception.ros.replay import ReplayPublisher
+from zs_perception.segmentation.base import Instance, PromptReport, SegmentationResult, Segmenter
+from zs_perception.tools.make_demo_scene import make_demo_scene
+
+RATE_HZ = 30.0
+WARMUP_S = 2.0
+# Stages the node times itself and reports on /diagnostics (medians of its last 100 frames).
+NODE_STAGES = ('convert', 'geometry', 'tracking', 'publish')
+LABELS = ('red box', 'blue cylinder', 'table patch a', 'table patch b', 'table patch c')
+
+
+class SceneMaskSegmenter(Segmenter):
+    """Benchmark-only: returns the 5 known masks of the demo scene, whatever the image."""
+
+    def __init__(self, masks):
+        self._masks = masks
+        self._prompts = []
+        self.threshold, self.min_area_px, self.max_objects = 0.4, 100, 20
+        self.engine_s = []
+
+    def set_prompts(self, prompts):
+        self._prompts = [str(p) for p in prompts]
+        return PromptReport(active=list(self._prompts))
+
+    @property
+    def prompts(self):
+        return list(self._prompts)
+
+    def segment(self, image):
+        t0 = time.perf_counter()
+        instances = []
+        for index, (label, mask) in enumerate(zip(self._prompts, self._masks)):
+            rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+            box = np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], np.float32)
+            instances.append(Instance(label, index, 0.9 - 0.01 * index, box, mask))
+        self.engine_s.append(time.perf_counter() - t0)
+        return SegmentationResult(instances, {})
+
+
+class TimedSegmenter(Segmenter):
+    """Benchmark-only: wraps a real segmenter and records the time of each ``segment``."""
+
+    def __init__(self, inner):
+        self._inner = inner
+        self.engine_s = []
+
+    def set_prompts(self, prompts):
+        return self._inner.set_prompts(prompts)
+
+    @property
+    def prompts(self):
+        return self._inner.prompts
+
+    def set_thresholds(self, **kwargs):
+        self._inner.set_thresholds(**kwargs)
+
+    def segment(self, image):
+        t0 = time.perf_counter()
+        result = self._inner.segment(image)
+        self.engine_s.append(time.perf_counter() - t0)
+        return result
+
+
+def scene_masks(scene):
+    """Return the box and cylinder masks plus three 80x50 px table patches (``(H, W)`` bool)."""
+    h, w = scene['depth_m'].shape
+    occupied = scene['masks']['box'] | scene['masks']['cylinder']
+    masks = [scene['masks']['box'], scene['masks']['cylinder']]
+    for x, y in ((40, h - 90), (w // 2 - 40, h - 70), (w - 130, h - 90)):
+        patch = np.zeros((h, w), bool)
+        patch[y:y + 50, x:x + 80] = True
+        masks.append(patch & ~occupied)
+    return masks
+
+
+def run_row(scene_dir, segmenter, seconds, debug_image, prompts):
+    """Run one graph for ``seconds`` after warm-up; return the row's figures."""
+    context = Context()
+    rclpy.init(context=context, domain_id=int(np.random.default_rng().integers(100, 230)))
+    replay = ReplayPublisher(context=context, autostart=False, parameter_overrides=[
+        Parameter('directory', value=str(scene_dir)), Parameter('rate_hz', value=RATE_HZ)])
+    node = PerceptionNode(segmenter=segmenter, context=context, parameter_overrides=[
+        Parameter('prompts', value=', '.join(prompts))])
+    recorder = rclpy.create_node('bench_recorder', context=context)
+    base = node.get_fully_qualified_name()
+    lock = threading.Lock()
+    received = []  # (stamp s, receipt s, number of objects)
+    counts = {}
+
+    def count(topic):
+        def callback(_msg):
+            with lock:
+                counts[topic] = counts.get(topic, 0) + 1
+        return callback
+
+    def on_objects(msg):
+        now = recorder.get_clock().now().nanoseconds * 1e-9
+        with lock:
+            received.append((msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9, now,
+                             len(msg.objects)))
+            counts['objects'] = counts.get('objects', 0) + 1
+
+    recorder.create_subscription(SegmentedObjectArray, f'{base}/objects', on_objects, 10)
+    outputs = [(Image, 'masks'), (PoseArray, 'poses'), (MarkerArray, 'markers'),
+               (PointCloud2, 'points')] + ([(Image, 'debug_image')] if debug_image else [])
+    for msg_type, name in outputs:
+        recorder.create_subscription(msg_type, f'{base}/{name}', count(name), 10)
+    diagnostics = {}
+
+    def on_diagnostics(msg):
+        for status in msg.status:
+            if status.hardware_id == base:
+                with lock:
+                    diagnostics.update((kv.key, kv.value) for kv in status.values)
+                    counts['diagnostics'] = counts.get('diagnostics', 0) + 1
+
+    recorder.create_subscription(DiagnosticArray, '/diagnostics', on_diagnostics, 10)
+    executor = MultiThreadedExecutor(context=context)
+    for n in (replay, node, recorder):
+        executor.add_node(n)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        deadline = time.monotonic() + 30.0
+        while not all(replay.subscription_counts().values()):
+            if time.monotonic() > deadline:
+                raise RuntimeError('the node did not subscribe to the replay within 30 s')
+            time.sleep(0.05)
+        replay.start()
+        time.sleep(WARMUP_S)
+        with lock:
+            first_received = len(received)
+            counts.clear()
+        first_published = replay.frames_published
+        engine_first = len(segmenter.engine_s)
+        t_start = time.monotonic()
+        time.sleep(seconds)
+        with lock:
+            window = list(received[first_received:])
+            window_counts = dict(counts)
+            stages = {stage: float(diagnostics.get(f'{stage}_ms_median', 'nan'))
+                      for stage in NODE_STAGES}
+        published = replay.frames_published - first_published
+        elapsed = time.monotonic() - t_start
+        engine = np.array(segmenter.engine_s[engine_first:engine_first + len(window)])
+    finally:
+        executor.shutdown()
+        for n in (recorder, node, replay):
+            n.destroy_node()
+        rclpy.try_shutdown(context=context)
+        spinner.join(timeout=5.0)
+
+    e2e = np.array([r[1] - r[0] for r in window]) * 1e3
+    engine_ms = engine[:len(e2e)] * 1e3
+    overhead = e2e[:len(engine_ms)] - engine_ms
+    missing = [name for _, name in outputs if window_counts.get(name, 0) < len(window)]
+    return {
+        'e2e_median_ms': round(float(np.median(e2e)), 2),
+        'e2e_p99_ms': round(float(np.percentile(e2e, 99)), 2),
+        'engine_median_ms': round(float(np.median(engine_ms)), 2),
+        'overhead_median_ms': round(float(np.median(overhead)), 2),
+        'overhead_p99_ms': round(float(np.percentile(overhead, 99)), 2),
+        'published_hz': round(published / elapsed, 1),
+        'throughput_hz': round(len(window) / elapsed, 1),
+        'drop_rate': round(max(0.0, 1.0 - len(window) / max(published, 1)), 3),
+        'objects_per_frame': round(float(np.mean([r[2] for r in window])), 1),
+        **{f'node_{stage}_ms': round(ms, 2) for stage, ms in stages.items()},
+        'all_outputs_published': not missing,
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--seconds', type=float, default=10.0,
+                        help='measured seconds per row, after 2 s of warm-up (default 10)')
+    parser.add_argument('--clipseg', action='store_true',
+                        help='add a row with CLIPSeg on full-size random weights')
+    args = parser.parse_args(argv)
+    scene = render_scene(640, 480, seed=0)
+    masks = scene_masks(scene)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        scene_dir = make_demo_scene(tmp, frames=1)
+        for debug_image in (True, False):
+            row = run_row(scene_dir, SceneMaskSegmenter(masks), args.seconds, debug_image,
+                          LABELS)
+            rows.append({'segmenter': 'scene masks (5 objects)', 'depth': True,
+                         'debug_image': debug_image, **row})
+        if args.clipseg:
+            from zs_perception.segmentation.factory import create_segmenter
+            from zs_perception.tools.make_random_models import write_random_models
+            made = write_random_models(f'{tmp}/models', size='full', sam_type='none')
+            segmenter = TimedSegmenter(create_segmenter(
+                'clipseg', clipseg_model=made['clipseg'], device='cpu',
+                allow_random_weights=True))
+            row = run_row(scene_dir, segmenter, max(args.seconds, 20.0), True, LABELS[:2])
+            rows.append({'segmenter': 'CLIPSeg rd64 (random weights)', 'depth': True,
+                         'debug_image': True, **row})
+    emit('node', rows, {
+        'input': f'640x480 rgb8 + 16UC1 depth + camera_info at {RATE_HZ:.0f} Hz',
+        'graph': 'one process, MultiThreadedExecutor, Fast DDS', 'measured_s': args.seconds,
+        'machine': platform.processor() or platform.machine(),
+        'overhead': 'end-to-end minus engine (segment) time, per frame'})
+
+
+if __name__ == '__main__':
+    main()
