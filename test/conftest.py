@@ -29,7 +29,7 @@ def tiny_models(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def real_rgb():
-    """A real 640x480 RGB office-desk frame from ../shared/data, ``(480, 640, 3)`` uint8.
+    """Load a real 640x480 RGB office-desk frame from ../shared/data, ``(480, 640, 3)`` uint8.
 
     Skips the test when the shared data directory is absent.
     """

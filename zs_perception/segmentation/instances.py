@@ -42,9 +42,10 @@ def find_instances(probabilities: np.ndarray, labels: Sequence[str], threshold: 
         areas = stats[:, cv2.CC_STAT_AREA]
         sums = np.bincount(label_img.ravel(), weights=prob.ravel(), minlength=count)
         components.append((label_img, stats))
-        for k in range(1, count):
-            if areas[k] >= max(min_area_px, 1):
-                candidates.append((float(sums[k] / areas[k]), index, len(components) - 1, k))
+        keep = np.flatnonzero(areas[1:] >= max(min_area_px, 1)) + 1
+        scores = sums[keep] / areas[keep]
+        candidates.extend((float(score), index, len(components) - 1, int(k))
+                          for score, k in zip(scores, keep))
     candidates.sort(key=lambda c: -c[0])
     height, width = probabilities.shape[1:]
     instances, peaks = [], []

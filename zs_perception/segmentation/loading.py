@@ -181,7 +181,7 @@ def _load_clipseg_from(source, what, device, dtype, local_files_only, hint):
         net, info = CLIPSegForImageSegmentation.from_pretrained(
             source, dtype=dtype, local_files_only=local_files_only, output_loading_info=True)
         processor = CLIPSegProcessor.from_pretrained(source, local_files_only=local_files_only)
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+    except Exception as exc:  # transformers, safetensors and the hub raise many types
         raise ModelLoadError(
             f'Could not load CLIPSeg {what}: {type(exc).__name__}: {exc}. Expected a '
             'CLIPSegForImageSegmentation checkpoint (config.json with model_type "clipseg", '

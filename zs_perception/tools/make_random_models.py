@@ -75,7 +75,8 @@ def make_clip_tokenizer() -> CLIPTokenizer:
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
 
 
-def _clipseg_config(size: str, tokenizer: CLIPTokenizer) -> CLIPSegConfig:
+def clipseg_config(size: str, tokenizer: CLIPTokenizer) -> CLIPSegConfig:
+    """Return the CLIPSeg configuration of a size, with a text encoder that fits ``tokenizer``."""
     ids = {'bos_token_id': tokenizer.bos_token_id, 'eos_token_id': tokenizer.eos_token_id,
            'pad_token_id': tokenizer.pad_token_id}
     if size == 'tiny':
@@ -125,7 +126,7 @@ def write_random_models(out_dir: Path, size: str = 'tiny', sam_type: Optional[st
     clip_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     tokenizer = make_clip_tokenizer()
-    model = CLIPSegForImageSegmentation(_clipseg_config(size, tokenizer)).eval()
+    model = CLIPSegForImageSegmentation(clipseg_config(size, tokenizer)).eval()
     image_processor = ViTImageProcessor(
         do_resize=True, size={'height': 352, 'width': 352}, resample=2, do_rescale=True,
         rescale_factor=1 / 255, do_normalize=True, image_mean=[0.485, 0.456, 0.406],
