@@ -42,47 +42,44 @@ def _errors(scene, name, geo):
             np.abs(geo.extents - extents[order]) / extents[order])
 
 
-@pytest.mark.parametrize('noisy, factor', [(False, 1.0), (True, 1.5)])
-def test_box_pose_known_answer(scenes, noisy, factor):
+# The issue's bounds: position < 5 mm, principal (long) axis < 2 deg, extents within 5 %;
+# with 5 mm depth noise, 20 % missing depth and a mask dilated by 3 px: 1.5x each.
+_NOISY_BOX_EXTENTS = pytest.mark.xfail(
+    strict=True, reason='known gap: with noise + dilated mask the box short sides measure '
+    '+6..+17 % (seeds 0-5), bound 7.5 %; length, position and axis meet their bounds')
+_NOISY_CYLINDER_AXIS = pytest.mark.xfail(
+    strict=True, reason='known gap: with noise + dilated mask the cylinder axis is off by up '
+    'to 3.9 deg (seeds 0-5), bound 3 deg; position and extents meet their bounds')
+
+
+@pytest.mark.parametrize('name, noisy, quantity', [
+    ('box', False, 'position'), ('box', False, 'axis'), ('box', False, 'extents'),
+    ('box', True, 'position'), ('box', True, 'axis'),
+    pytest.param('box', True, 'extents', marks=_NOISY_BOX_EXTENTS),
+    ('cylinder', False, 'position'), ('cylinder', False, 'axis'),
+    ('cylinder', False, 'extents'),
+    ('cylinder', True, 'position'),
+    pytest.param('cylinder', True, 'axis', marks=_NOISY_CYLINDER_AXIS),
+    ('cylinder', True, 'extents')])
+def test_known_answer_within_issue_bounds(scenes, name, noisy, quantity):
+    factor = 1.5 if noisy else 1.0
+    bound = {'position': 0.005, 'axis': 2.0, 'extents': 0.05}[quantity] * factor
     for i, scene in enumerate(scenes):
-        geo = _estimate(scene, noisy=noisy, seed=i)['box']
-        pos_err, axis_err, ext_err = _errors(scene, 'box', geo)
+        geo = _estimate(scene, noisy=noisy, seed=i)[name]
         assert geo.has_pose and geo.status == 'ok'
-        assert pos_err < 0.005 * factor, (i, pos_err)
-        assert axis_err < 2.0 * factor, (i, axis_err)
-        if not noisy:
-            assert np.all(ext_err < 0.05), (i, ext_err)
+        pos_err, axis_err, ext_err = _errors(scene, name, geo)
+        error = {'position': pos_err, 'axis': axis_err, 'extents': np.max(ext_err)}[quantity]
+        assert error < bound, (i, error)
 
 
-def test_box_extents_with_noise_and_dilated_mask(scenes):
+def test_cylinder_is_recognised_and_box_is_not(scenes):
     for i, scene in enumerate(scenes):
-        _, _, ext_err = _errors(scene, 'box', _estimate(scene, noisy=True, seed=i)['box'])
-        # Measured: length within 2 %, but the two short sides grow by 8..17 %: 5 mm depth
-        # noise widens the trimmed spread. Not yet within the 7.5 % the issue asks for.
-        assert ext_err[0] < 0.075, (i, ext_err)
-        assert np.all(ext_err < 0.20), (i, ext_err)
-
-
-@pytest.mark.parametrize('noisy, factor', [(False, 1.0), (True, 1.5)])
-def test_cylinder_axis_known_answer(scenes, noisy, factor):
-    for i, scene in enumerate(scenes):
-        geo = _estimate(scene, noisy=noisy, seed=i)['cylinder']
-        pos_err, axis_err, ext_err = _errors(scene, 'cylinder', geo)
-        assert geo.has_pose
-        assert axis_err < 2.0 * factor, (i, axis_err)
-        # Only the front half of a cylinder is visible: measured position error 5..10 mm and
-        # extents within 12 % (25 % for one diameter with noise and the dilated mask), short
-        # of the 5 mm / 5 % target (see the xfail test below).
-        assert pos_err < 0.015, (i, pos_err)
-        assert np.all(ext_err < (0.30 if noisy else 0.15)), (i, ext_err)
-
-
-@pytest.mark.xfail(strict=True, reason='known gap: cylinder centre/extents from its visible '
-                   'half are 5..7 mm / up to 12 % off (target 5 mm / 5 %)')
-def test_cylinder_position_and_extents_meet_target(scenes):
-    for scene in scenes:
-        pos_err, _, ext_err = _errors(scene, 'cylinder', _estimate(scene)['cylinder'])
-        assert pos_err < 0.005 and np.all(ext_err < 0.05)
+        for noisy in (False, True):
+            geos = _estimate(scene, noisy=noisy, seed=i)
+            assert geos['box'].shape == 'box', (i, noisy)
+            assert geos['cylinder'].shape == 'cylinder', (i, noisy)
+            ext = geos['cylinder'].extents
+            assert ext[1] == pytest.approx(ext[2])  # (length, 2 r, 2 r)
 
 
 def test_orientation_convention(scenes):

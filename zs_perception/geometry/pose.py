@@ -15,17 +15,30 @@ Per object mask, in this order (all on the mask's bounding box, never the whole 
    bin bridged) are clusters. The nearest cluster holding at least ``cluster_min_share`` of
    the points is kept (the largest if none does): the background seen through or beside a
    thin object is farther away and is dropped instead of pulling the centre.
-5. **Axes.** Principal axes of the kept points (eigenvectors of their covariance).
-6. **Position and extents.** The points are expressed along those axes; the extent along each
-   axis is the spread between the ``trim_percent`` and ``100 - trim_percent`` percentiles and
-   the position is the centre of that robust oriented box (not the mean of the points, which
-   would sit on the visible surface only).
+5. **Axes.** Principal axes of the kept core points (at most 1200, evenly strided), turned
+   onto the faces of the box the points hug (:func:`_fit_box_axes`, on 300 points).
+6. **Box.** The points are expressed along those axes; the extent along each axis is the
+   spread between the ``trim_percent`` and ``100 - trim_percent`` order statistics and the
+   position is the centre of that robust oriented box (not the mean of the points, which
+   would sit on the visible surface only). Rim points the erosion removed are kept where
+   they lie within the eroded width of the core's box.
+7. **Shape rule: cylinder or box.** The points away from the two ends (15 % of the length
+   at each end, so a visible cap is left out) are projected on the plane perpendicular to
+   the longest axis and a circle is fitted (algebraic fit, 20 % worst points dropped,
+   geometric Gauss-Newton refinement). The object is a cylinder (``shape == 'cylinder'``)
+   when the circle's rms residual is under 7 % of its radius, the visible arc spans at
+   least 120 degrees, its diameter is 0.7..1.3 times the visible width and shorter than
+   the length; then the position is the circle centre at mid-length (the camera sees only
+   the front half, whose centre lies nearer the camera) and the extents are
+   ``(length, 2 r, 2 r)``. Otherwise it is a box (``shape == 'box'``). Only cylinders
+   longer than their diameter are recognised (cans, bottles, mugs standing or lying).
 
 Orientation convention (matches ``msg/SegmentedObject.msg``), all in the camera optical frame
 (REP-103: x right, y down, z forward), ``rotation`` columns are the object axes:
 
 - object **x** = the longest principal axis, object **z** = the shortest (for a flat object,
-  its surface normal), object **y** = ``z x x`` (right-handed, ``det = +1``);
+  its surface normal), object **y** = ``z x x`` (right-handed, ``det = +1``); for a
+  cylinder x is its axis and y, z are the box axes found around it;
 - **z points toward the camera**: ``z . position < 0`` (tie: ``z`` has a negative camera-z
   component);
 - **x points toward camera +x**: ``x . (1, 0, 0) >= 0``; when that component is zero, toward
@@ -45,7 +58,12 @@ import numpy as np
 from zs_perception.geometry.camera import CameraIntrinsics
 
 STATUS_OK = 'ok'
-_BOX_FIT_POINTS = 400
+_AXIS_FIT_POINTS = 300
+_FIT_POINTS = 1200
+_ANGLE_STEP = np.radians(0.1)
+_CAP_BAND = 0.15
+_CIRCLE_MAX_RMS = 0.07
+_CIRCLE_MIN_SPAN_DEG = 120.0
 
 
 @dataclass
@@ -63,6 +81,8 @@ class ObjectGeometry:
         num_points: number of 3D points that survived erosion, range and cluster rejection.
         valid_fraction: fraction of the (un-eroded) mask pixels with a valid depth, [0, 1].
         points: ``(M, 3)`` ``float32`` metres, the object's kept points (``M == num_points``).
+        shape: ``'box'`` or ``'cylinder'`` (see the shape rule in the module docs); ``''``
+            without a pose.
 
     """
 
@@ -75,6 +95,7 @@ class ObjectGeometry:
     num_points: int
     valid_fraction: float
     points: np.ndarray
+    shape: str = ''
 
 
 MaskInput = Union[np.ndarray, Sequence[np.ndarray]]
@@ -257,7 +278,7 @@ def _dominant_near_cluster(z, bin_m, min_share):
     return z_min + in_cluster[0] * bin_m, z_min + (in_cluster[-1] + 1) * bin_m
 
 
-def _fit_box_axes(centred, axes, max_points=_BOX_FIT_POINTS, rounds=2):
+def _fit_box_axes(centred, axes, max_points=_AXIS_FIT_POINTS):
     """Turn principal axes into the axes of the box whose faces the points lie on.
 
     The principal axes of a box's *visible* surface are tilted by the faces the camera does
@@ -266,28 +287,28 @@ def _fit_box_axes(centred, axes, max_points=_BOX_FIT_POINTS, rounds=2):
     (and the current orientation): it keeps the one whose sides the points hug best (least
     mean distance from each point to the nearest side; a minimum-area rectangle would be
     ambiguous for the L-shaped section of a box seen on two faces). The three planes are
-    visited ``rounds`` times, on at most ``max_points`` evenly strided points.
+    visited twice, on at most ``max_points`` evenly strided points.
     """
     sub = centred[::max(1, centred.shape[0] // max_points)]
     axes = axes.copy()
-    for _ in range(rounds):
-        for i, j in ((0, 1), (1, 2), (0, 2)):
-            flat = (sub @ axes[:, [i, j]]).astype(np.float32)
-            hull = cv2.convexHull(flat)[:, 0, :]
-            edges = np.roll(hull, -1, axis=0) - hull
-            angles = np.concatenate(([0.0], np.arctan2(edges[:, 1], edges[:, 0])))
-            angles = (angles + np.pi / 4) % (np.pi / 2) - np.pi / 4  # sides 90 deg apart
-            c, s = np.cos(angles)[:, None], np.sin(angles)[:, None]
-            u = c * flat[None, :, 0] + s * flat[None, :, 1]  # (angles, points)
-            v = -s * flat[None, :, 0] + c * flat[None, :, 1]
-            gap = np.minimum(np.minimum(u - u.min(axis=1, keepdims=True),
-                                        u.max(axis=1, keepdims=True) - u),
-                             np.minimum(v - v.min(axis=1, keepdims=True),
-                                        v.max(axis=1, keepdims=True) - v))
-            best = int(np.argmin(gap.mean(axis=1)))
-            c, s = np.cos(angles[best]), np.sin(angles[best])
-            axes[:, i], axes[:, j] = c * axes[:, i] + s * axes[:, j], \
-                -s * axes[:, i] + c * axes[:, j]
+    for i, j in ((0, 1), (1, 2), (0, 2)) * 2:
+        flat = (sub @ axes[:, [i, j]]).astype(np.float32)
+        hull = cv2.convexHull(flat)[:, 0, :]
+        edges = np.roll(hull, -1, axis=0) - hull
+        angles = np.concatenate(([0.0], np.arctan2(edges[:, 1], edges[:, 0])))
+        angles = (angles + np.pi / 4) % (np.pi / 2) - np.pi / 4  # sides 90 deg apart
+        angles = np.unique(np.round(angles / _ANGLE_STEP)) * _ANGLE_STEP  # one per 0.1 deg
+        c, s = np.cos(angles)[:, None], np.sin(angles)[:, None]
+        u = c * flat[None, :, 0] + s * flat[None, :, 1]  # (angles, points)
+        v = -s * flat[None, :, 0] + c * flat[None, :, 1]
+        gap = np.minimum(np.minimum(u - u.min(axis=1, keepdims=True),
+                                    u.max(axis=1, keepdims=True) - u),
+                         np.minimum(v - v.min(axis=1, keepdims=True),
+                                    v.max(axis=1, keepdims=True) - v))
+        best = int(np.argmin(gap.mean(axis=1)))
+        c, s = np.cos(angles[best]), np.sin(angles[best])
+        axes[:, i], axes[:, j] = c * axes[:, i] + s * axes[:, j], \
+            -s * axes[:, i] + c * axes[:, j]
     return axes
 
 
@@ -322,6 +343,41 @@ def rotation_to_quaternion(rot: np.ndarray) -> np.ndarray:
     q = np.asarray(q)
     q /= np.linalg.norm(q)
     return -q if q[3] < 0 else q
+
+
+def _trimmed_range(values, trim_fraction):
+    """Per-column ``trim_fraction`` and ``1 - trim_fraction`` order statistics of ``(n, k)``."""
+    last = values.shape[0] - 1
+    k_lo = int(round(trim_fraction * last))
+    part = np.partition(values, [k_lo, last - k_lo], axis=0)
+    return part[k_lo], part[last - k_lo]
+
+
+def _fit_circle(xy):
+    """Fit a circle to ``(n, 2)`` points: ``(centre (2,), radius, rms residual)``.
+
+    An algebraic (Kasa) fit, linear least squares, starts; the 20 % of points farthest from
+    it are dropped, and three Gauss-Newton steps of the geometric fit (least squares of the
+    distances to the circle) on the rest remove the algebraic fit's bias toward a smaller
+    circle on a short, noisy arc.
+    """
+    a = np.column_stack([2.0 * xy, np.ones(len(xy))])
+    sol = np.linalg.lstsq(a, np.einsum('ij,ij->i', xy, xy), rcond=None)[0]
+    centre = sol[:2]
+    radius = float(np.sqrt(max(sol[2] + centre @ centre, 1e-12)))
+    dist = np.hypot(xy[:, 0] - centre[0], xy[:, 1] - centre[1])
+    resid = np.abs(dist - radius)
+    k = int(0.8 * (len(resid) - 1))
+    p = xy[resid <= np.partition(resid, k)[k]]
+    params = np.array([centre[0], centre[1], radius])
+    for _ in range(3):
+        d = p - params[:2]
+        dist = np.maximum(np.hypot(d[:, 0], d[:, 1]), 1e-12)
+        jac = np.column_stack([-d / dist[:, None], -np.ones(len(p))])
+        params -= np.linalg.lstsq(jac, dist - params[2], rcond=None)[0]
+    d = p - params[:2]
+    resid = np.hypot(d[:, 0], d[:, 1]) - params[2]
+    return params[:2], float(abs(params[2])), float(np.sqrt(np.mean(resid ** 2)))
 
 
 def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_points,
@@ -372,29 +428,59 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
         return _no_pose(f'too few points ({z.size} < {min_points})', z.size, valid_fraction,
                         points.astype(np.float32))
 
+    trim = trim_percent / 100.0
     core_points = points[in_core] if np.count_nonzero(in_core) >= min_points else points
+    core_points = core_points[::max(1, len(core_points) // _FIT_POINTS)]
     mean = core_points.mean(axis=0)
     centred = core_points - mean
     _, vecs = np.linalg.eigh(centred.T @ centred)  # ascending eigenvalues
     axes = _fit_box_axes(centred, vecs[:, ::-1])
-    lo, hi = np.percentile(centred @ axes, [trim_percent, 100.0 - trim_percent], axis=0)
+    lo, hi = _trimmed_range(centred @ axes, trim)
     rotation = _orient(axes[:, np.argsort(lo - hi, kind='stable')], mean)  # longest first
     # The rim the erosion removed belongs to the object where it lies within the eroded
     # width of the core's box; farther rim points are background the mask bled onto.
-    along = (points - mean) @ rotation
-    core_lo, core_hi = np.percentile(along[in_core] if core_points is not points else along,
-                                     [trim_percent, 100.0 - trim_percent], axis=0)
+    core_lo, core_hi = _trimmed_range(centred @ rotation, trim)
     margin = (erode_px + 0.5) * float(np.median(z)) / min(intr.fx, intr.fy)
+    along = (points - mean) @ rotation
     inside = np.all((along >= core_lo - margin) & (along <= core_hi + margin), axis=1)
-    points, along = points[inside], along[inside]
-    lo, hi = np.percentile(along, [trim_percent, 100.0 - trim_percent], axis=0)
+    points = points[inside]
+    fit = points[::max(1, len(points) // _FIT_POINTS)]
+    lo, hi = _trimmed_range((fit - mean) @ rotation, trim)
+    shape = 'box'
+    cylinder = _cylinder((fit - mean) @ rotation, lo, hi)
+    if cylinder is not None:
+        shape = 'cylinder'
+        lo, hi = cylinder
     order = np.argsort(lo - hi, kind='stable')
     if np.any(order != np.arange(3)):  # the rim changed which side is longest
-        rotation = _orient(rotation[:, order], mean)
-        lo, hi = np.percentile((points - mean) @ rotation, [trim_percent, 100.0 - trim_percent],
-                               axis=0)
+        rotation, lo, hi = rotation[:, order], lo[order], hi[order]
     position = mean + rotation @ ((lo + hi) / 2.0)
+    rotation = _orient(rotation, position)
     return ObjectGeometry(
         has_pose=True, status=STATUS_OK, position=position, rotation=rotation,
         quaternion=rotation_to_quaternion(rotation), extents=hi - lo, num_points=len(points),
-        valid_fraction=valid_fraction, points=points.astype(np.float32))
+        valid_fraction=valid_fraction, points=points.astype(np.float32), shape=shape)
+
+
+def _cylinder(local, lo, hi):
+    """Cylinder test on object coordinates ``local`` ``(n, 3)`` (x = longest axis).
+
+    Returns:
+        ``(lo, hi, centre)`` of the cylinder in object coordinates, or ``None`` for a box.
+
+    """
+    length = hi[0] - lo[0]
+    side = (local[:, 0] > lo[0] + _CAP_BAND * length) & (local[:, 0] < hi[0] - _CAP_BAND * length)
+    if np.count_nonzero(side) < 20:
+        return None
+    xy = local[side][:, 1:]
+    centre, radius, rms = _fit_circle(xy)
+    width = float(np.max(hi[1:] - lo[1:]))
+    angle = np.sort(np.arctan2(xy[:, 1] - centre[1], xy[:, 0] - centre[0]))
+    span = 2.0 * np.pi - np.max(np.diff(np.concatenate([angle, [angle[0] + 2.0 * np.pi]])))
+    if not (rms < _CIRCLE_MAX_RMS * radius and span >= np.radians(_CIRCLE_MIN_SPAN_DEG)
+            and 0.7 * width <= 2.0 * radius <= 1.3 * width and 2.0 * radius < length):
+        return None
+    lo = np.array([lo[0], centre[0] - radius, centre[1] - radius])
+    hi = np.array([hi[0], centre[0] + radius, centre[1] + radius])
+    return lo, hi
