@@ -89,7 +89,7 @@ def test_validate_settings_names_parameter_value_and_fix():
 def test_check_update_rejects_read_only_and_inconsistent_changes():
     current = config.defaults()
     assert config.check_update(current, {'threshold': 0.7, 'prompts': 'mug'}) is None
-    assert 'read-only' in config.check_update(current, {'backend': 'clipseg'})
+    assert 'read-only' in config.check_update(current, {'backend': 'clipseg_sam'})
     # Re-setting a read-only parameter to its current value is harmless.
     assert config.check_update(current, {'backend': current['backend']}) is None
     assert 'must be less than' in config.check_update(current, {'min_depth_m': 20.0})

@@ -44,8 +44,12 @@ def test_flood_keeps_latency_bounded_and_counts_drops():
     processed = len(lat)
     # About one frame per 50 ms of a 2 s flood were processed; the rest were dropped.
     assert 15 <= processed <= 100, processed
-    assert counters['frames_dropped'] >= 200 - processed - 5
-    assert counters['frames_received'] >= 195
+    # Every image received was either processed or dropped and counted (best-effort
+    # transport may lose a few on the way, which the node cannot see).
+    assert counters['frames_received'] >= 180
+    assert counters['frames_dropped'] >= counters['frames_received'] - \
+        counters['frames_processed'] - 1
+    assert counters['frames_dropped'] >= 100
     # Latency from stamp to ~/objects is bounded (one segment call plus one wait) and does
     # not grow over the run.
     assert lat.max() < 0.5, lat.max()
