@@ -9,7 +9,8 @@ fi
 _zs_venv="$(cat "$_zs_root/install/.zs_venv")"
 _zs_pyver="$("$_zs_venv/bin/python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
 export ZS_PERCEPTION_ROOT="$_zs_root"
-export PATH="$_zs_venv/bin:$PATH"
+# The package's executables (what `ros2 run zs_perception <name>` would find) and the venv.
+export PATH="$_zs_root/install/lib/zs_perception:$_zs_venv/bin:$PATH"
 export AMENT_PREFIX_PATH="$_zs_root/install:$_zs_venv${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
 # The install comes first; the repo root after it makes `python -m benchmarks.<name>` work.
 # PYTHONSAFEPATH keeps Python from putting the current directory first on sys.path, where
