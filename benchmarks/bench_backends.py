@@ -1,0 +1,195 @@
+"""Benchmark the grounded_sam, zero_guidance and clip_dense backends against naive usage.
+
+For each backend and N = 1, 3, 10 prompts on a 640x480 frame: the median time
+per frame of the documented library usage (the reference) and of ours, and
+their ratio. Grounded-SAM's reference runs the transformers processor, model
+and post-processing on every frame, then ``SamPredictor.predict`` once per box
+(both keep the 10 best boxes, so N = 10 means 10 prompts and 10 boxes). The
+zero-guidance reference prompts SAM one grid point per ``predict`` call and
+embeds each segment (the first 10) with its own CLIP call. The clip_dense
+reference computes the same patch features but encodes the prompts again on
+every frame.
+
+Usage (from the repo root, after ``source scripts/env.sh``)::
+
+    python -m benchmarks.bench_backends [--size tiny|full] [--device auto|cpu|cuda]
+        [--repeats 5]
+
+Random weights (``zs_perception.tools.random_backend_models`` and
+``make_random_models``); ``tiny`` models by default, since full-size SAM
+ViT-B alone takes ~20 s per frame on two CPU cores.
+"""
+
+import argparse
+from pathlib import Path
+import tempfile
+
+import numpy as np
+from segment_anything import SamPredictor
+import torch
+from transformers import GroundingDinoForObjectDetection, GroundingDinoProcessor
+from transformers import Owlv2ForObjectDetection, Owlv2Processor
+
+from benchmarks.report import emit, stats_ms, time_calls
+from zs_perception.segmentation.clip_dense import ClipDenseSegmenter
+from zs_perception.segmentation.grounded_sam import GroundedSamSegmenter
+from zs_perception.segmentation.zero_guidance import ZeroGuidanceSegmenter, TEMPLATE
+from zs_perception.tools.make_random_models import write_random_models
+from zs_perception.tools.random_backend_models import write_backend_models
+
+PHRASES = ['mug', 'bottle', 'keyboard', 'chair', 'book', 'lamp', 'phone', 'bowl', 'box', 'pen']
+_HF = {'owlv2': (Owlv2Processor, Owlv2ForObjectDetection),
+       'grounding_dino': (GroundingDinoProcessor, GroundingDinoForObjectDetection)}
+
+
+def reference_detect(processor, model, image, texts, detector, threshold=0.0):
+    """The documented transformers detector usage on one frame.
+
+    Returns:
+        ``(boxes, scores, labels)``: ``(K, 4)`` pixel boxes, ``(K,)`` scores
+        and (OWLv2) ``(K,)`` phrase indices or (Grounding DINO) the decoded
+        token strings.
+
+    """
+    inputs = processor(text=[list(texts)], images=image, return_tensors='pt').to(model.device)
+    outputs = model(**inputs)
+    size = [image.shape[:2]]
+    if detector == 'owlv2':
+        out = processor.post_process_grounded_object_detection(
+            outputs, threshold=threshold, target_sizes=size, text_labels=[list(texts)])[0]
+        return out['boxes'], out['scores'], out['labels']
+    out = processor.post_process_grounded_object_detection(
+        outputs, inputs['input_ids'], threshold=threshold, text_threshold=0.25,
+        target_sizes=size)[0]
+    return out['boxes'], out['scores'], out['text_labels']
+
+
+def reference_sam_masks(predictor, image, boxes):
+    """``SamPredictor`` with one ``predict`` call per box, keeping the best of 3 masks.
+
+    Returns:
+        ``(K, H, W)`` bool.
+
+    """
+    predictor.set_image(image)
+    masks = []
+    for box in np.asarray(boxes, dtype=np.float64):
+        candidates, scores, _ = predictor.predict(box=box, multimask_output=True)
+        masks.append(candidates[int(scores.argmax())])
+    return np.stack(masks) if masks else np.zeros((0, *image.shape[:2]), bool)
+
+
+def reference_grounded_sam(processor, model, predictor, image, texts, detector, max_boxes):
+    """Naive Grounded-SAM on one frame: detector as documented, then SAM box by box."""
+    boxes, scores, _ = reference_detect(processor, model, image, texts, detector)
+    order = torch.argsort(scores, descending=True)[:max_boxes]
+    return reference_sam_masks(predictor, image, boxes[order].clamp(min=0).cpu().numpy())
+
+
+def reference_zero_guidance(seg, predictor, image):
+    """Naive zero-guidance: one ``predict`` per grid point, one CLIP call per segment."""
+    predictor.set_image(image)
+    masks = []
+    for point in seg.point_grid(*image.shape[:2]):
+        candidates, scores, _ = predictor.predict(point_coords=point[None],
+                                                  point_labels=np.ones(1),
+                                                  multimask_output=True)
+        masks.append(candidates[int(scores.argmax())])
+    labels = [seg.label(image, mask[None]) for mask in masks[:10] if mask.any()]
+    return masks, labels
+
+
+def _bench_grounded_sam(models, tiny, image, device, repeats, rows):
+    sam_path, sam_type = tiny['sam_checkpoint'], tiny['sam_model_type']
+    for detector in ('owlv2', 'grounding_dino'):
+        processor_cls, model_cls = _HF[detector]
+        processor = processor_cls.from_pretrained(models[detector])
+        model = model_cls.from_pretrained(models[detector]).to(device).eval()
+        seg = GroundedSamSegmenter.from_settings(
+            detector=detector, detector_model=models[detector], sam_checkpoint=sam_path,
+            sam_model_type=sam_type, device=str(device), precision='fp32', threshold=0.0,
+            min_area_px=0, max_objects=10, allow_random_weights=True, nms_iou=1.0)
+        predictor = SamPredictor(seg.refiner.sam)
+        for n in (1, 3, 10):
+            texts = PHRASES[:n]
+            seg.set_prompts(texts)
+            with torch.inference_mode():
+                ref = time_calls(lambda: reference_grounded_sam(
+                    processor, model, predictor, image, texts, detector, 10), repeats)
+                ours = time_calls(lambda: _fresh_frame(seg, image), repeats)
+            rows.append(_row(f'grounded_sam/{detector}', n, 10, ref, ours, device))
+
+
+def _fresh_frame(seg, image):
+    # A new camera frame every call: defeat the per-frame caches as a live stream would.
+    image[0, 0, 0] ^= 1
+    return seg.segment(image)
+
+
+def _bench_zero_guidance(models, tiny, image, device, repeats, rows):
+    seg = ZeroGuidanceSegmenter.from_settings(
+        sam_checkpoint=tiny['sam_checkpoint'], sam_model_type=tiny['sam_model_type'],
+        clip_model=models['clip'], device=str(device), precision='fp32', threshold=0.0,
+        min_area_px=0, allow_random_weights=True)
+    seg.set_thresholds(mask_quality_iou=0.0, stability_iou=0.0)
+    predictor = SamPredictor(seg.refiner.sam)
+    for n in (1, 3, 10):
+        seg.set_prompts(PHRASES[:n])
+        with torch.inference_mode():
+            ref = time_calls(lambda: reference_zero_guidance(seg, predictor, image), repeats)
+            ours = time_calls(lambda: _fresh_frame(seg, image), repeats)
+        rows.append(_row('zero_guidance', n, seg.points_per_side ** 2, ref, ours, device))
+
+
+def _bench_clip_dense(models, image, device, repeats, rows):
+    seg = ClipDenseSegmenter.from_settings(clip_model=models['clip'], device=str(device),
+                                           precision='fp32', allow_random_weights=True)
+    runner = seg.runner
+    for n in (1, 3, 10):
+        texts = PHRASES[:n]
+        seg.set_prompts(texts)
+
+        def reference():
+            text = runner.encode_texts([TEMPLATE.format(t) for t in texts])
+            return runner.dense_features(image, seg.short_side) @ text.T
+
+        with torch.inference_mode():
+            ref = time_calls(reference, repeats)
+            ours = time_calls(lambda: _fresh_frame(seg, image), repeats)
+        rows.append(_row('clip_dense', n, 0, ref, ours, device))
+
+
+def _row(backend, n, boxes, ref, ours, device):
+    ref_s, ours_s = stats_ms(ref), stats_ms(ours)
+    return {'backend': backend, 'prompts': n, 'boxes_or_points': boxes,
+            'device': device.type, 'reference_median_ms': ref_s['median_ms'],
+            'ours_median_ms': ours_s['median_ms'], 'ours_p90_ms': ours_s['p90_ms'],
+            'speedup': round(ref_s['median_ms'] / max(ours_s['median_ms'], 1e-9), 2)}
+
+
+def main(argv=None):
+    """Run the benchmark and print JSON then a markdown table."""
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--size', choices=('tiny', 'full'), default='tiny')
+    parser.add_argument('--device', default='auto')
+    parser.add_argument('--repeats', type=int, default=5)
+    args = parser.parse_args(argv)
+    device = torch.device('cuda' if args.device == 'auto' and torch.cuda.is_available()
+                          else 'cpu' if args.device == 'auto' else args.device)
+    torch.manual_seed(0)
+    image = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        models = write_backend_models(Path(tmp) / 'backends', size=args.size)
+        sam = write_random_models(Path(tmp) / 'engine', size=args.size)
+        _bench_grounded_sam(models, sam, image, device, args.repeats, rows)
+        _bench_zero_guidance(models, sam, image, device, args.repeats, rows)
+        _bench_clip_dense(models, image, device, args.repeats, rows)
+    emit('segmentation_backends', rows, meta={
+        'size': args.size, 'device': str(device), 'image': '640x480',
+        'torch': torch.__version__, 'threads': torch.get_num_threads(),
+        'weights': 'random (speed only)'})
+
+
+if __name__ == '__main__':
+    main()
