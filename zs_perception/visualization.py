@@ -46,7 +46,7 @@ def label_image(masks: Sequence[np.ndarray], shape) -> np.ndarray:
         if mask.shape != labels.shape:
             raise ValueError(f'label_image: mask {k - 1} is {mask.shape}, expected '
                              f'{labels.shape} (the source image size).')
-        labels[mask] = k
+        np.copyto(labels, np.uint8(k), where=mask)
     return labels
 
 
@@ -58,7 +58,8 @@ def draw_overlay(rgb: np.ndarray, labels: np.ndarray, boxes: Sequence[np.ndarray
     Args:
         rgb: ``(H, W, 3)`` ``uint8`` RGB source image.
         labels: ``(H, W)`` ``uint8`` label image from :func:`label_image`.
-        boxes: per object ``(4,)`` ``[x0, y0, x1, y1]`` pixels, x1/y1 exclusive.
+        boxes: per object ``(4,)`` ``[x0, y0, x1, y1]`` pixels, x1/y1 exclusive, enclosing
+            the object's label pixels.
         captions: per object text drawn above its box (ASCII).
         track_ids: per object track id, which picks its colour.
         alpha: mask tint opacity in ``[0, 1]``.
@@ -68,12 +69,18 @@ def draw_overlay(rgb: np.ndarray, labels: np.ndarray, boxes: Sequence[np.ndarray
 
     """
     out = rgb.copy()
-    if len(track_ids):
-        colors = np.zeros((len(track_ids) + 1, 3), dtype=np.float32)
-        colors[1:] = [track_color(t) for t in track_ids]
-        tinted = labels > 0
-        out[tinted] = (out[tinted] * (1.0 - alpha)
-                       + colors[labels[tinted]] * alpha).astype(np.uint8)
+    height, width = labels.shape
+    for k, (box, track_id) in enumerate(zip(boxes, track_ids), start=1):
+        # Tint object k's pixels, working on its box only.
+        x0, y0 = max(0, int(box[0])), max(0, int(box[1]))
+        x1, y1 = min(width, int(np.ceil(box[2]))), min(height, int(np.ceil(box[3])))
+        if x1 <= x0 or y1 <= y0:
+            continue
+        region = out[y0:y1, x0:x1]
+        solid = np.empty_like(region)
+        solid[:] = track_color(track_id)
+        blended = cv2.addWeighted(region, 1.0 - alpha, solid, alpha, 0.0)
+        cv2.copyTo(blended, (labels[y0:y1, x0:x1] == k).view(np.uint8), region)
     for box, caption, track_id in zip(boxes, captions, track_ids):
         color = tuple(int(c) for c in track_color(track_id))
         x0, y0, x1, y1 = (int(round(float(v))) for v in box)

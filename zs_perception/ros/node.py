@@ -409,10 +409,10 @@ class PerceptionNode(Node):
             else:
                 obj.pose.orientation.w = 1.0
             out.objects.append(obj)
+        # The objects first: they are what planners wait for; the rest is derived from them.
+        self._objects_pub.publish(out)
         labels = label_image([i.mask for i in instances], rgb.shape[:2])
         points, index = obstacle_cloud(geometries)
-
-        self._objects_pub.publish(out)
         self._masks_pub.publish(conversions.array_to_image(labels, 'mono8', header))
         self._poses_pub.publish(poses)
         self._markers_pub.publish(conversions.object_markers(header, boxes_for_markers,
