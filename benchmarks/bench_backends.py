@@ -24,16 +24,15 @@ import argparse
 from pathlib import Path
 import tempfile
 
+from benchmarks.report import emit, stats_ms, time_calls
 import numpy as np
 from segment_anything import SamPredictor
 import torch
 from transformers import GroundingDinoForObjectDetection, GroundingDinoProcessor
 from transformers import Owlv2ForObjectDetection, Owlv2Processor
-
-from benchmarks.report import emit, stats_ms, time_calls
 from zs_perception.segmentation.clip_dense import ClipDenseSegmenter
 from zs_perception.segmentation.grounded_sam import GroundedSamSegmenter
-from zs_perception.segmentation.zero_guidance import ZeroGuidanceSegmenter, TEMPLATE
+from zs_perception.segmentation.zero_guidance import TEMPLATE, ZeroGuidanceSegmenter
 from zs_perception.tools.make_random_models import write_random_models
 from zs_perception.tools.random_backend_models import write_backend_models
 
@@ -43,7 +42,7 @@ _HF = {'owlv2': (Owlv2Processor, Owlv2ForObjectDetection),
 
 
 def reference_detect(processor, model, image, texts, detector, threshold=0.0):
-    """The documented transformers detector usage on one frame.
+    """Run the documented transformers detector usage on one frame.
 
     Returns:
         ``(boxes, scores, labels)``: ``(K, 4)`` pixel boxes, ``(K,)`` scores

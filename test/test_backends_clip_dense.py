@@ -1,5 +1,6 @@
 """clip_dense: similarity equals a direct MaskCLIP computation; prompts and bad input."""
 
+from helpers_backends import backend_models  # noqa: F401 (pytest fixture)
 import numpy as np
 import pytest
 import torch
@@ -7,7 +8,6 @@ import torch.nn.functional as F  # noqa: N812
 from torchvision.transforms.v2 import functional as tvF  # noqa: N812
 from transformers import CLIPProcessor
 
-from helpers_backends import backend_models  # noqa: F401 (pytest fixture)
 from zs_perception.segmentation.clip_dense import ClipDenseSegmenter
 
 
@@ -19,7 +19,7 @@ def seg(backend_models):  # noqa: F811
 
 
 def _reference_probabilities(seg, backend_models, image, texts):  # noqa: F811
-    """MaskCLIP written out: full vision tower on hidden states, last attention = value path."""
+    """Compute MaskCLIP by hand: the last attention layer replaced by its value path."""
     runner, model = seg.runner, seg.runner.model
     height, width = image.shape[:2]
     scale = seg.short_side / min(height, width)

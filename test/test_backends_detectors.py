@@ -1,13 +1,13 @@
 """OWLv2 / Grounding DINO detectors: parity with the transformers usage, caching, loading."""
 
+from benchmarks.bench_backends import reference_detect
+from helpers_backends import backend_models  # noqa: F401 (pytest fixture)
 import numpy as np
 import pytest
 import torch
 from transformers import GroundingDinoForObjectDetection, GroundingDinoProcessor
 from transformers import Owlv2ForObjectDetection, Owlv2Processor
 
-from benchmarks.bench_backends import reference_detect
-from helpers_backends import backend_models  # noqa: F401 (pytest fixture)
 from zs_perception.segmentation.base import ModelLoadError
 from zs_perception.segmentation.detectors import GroundingDinoDetector, load_detector
 

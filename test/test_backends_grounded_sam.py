@@ -2,13 +2,13 @@
 
 from pathlib import Path
 
+from benchmarks.bench_backends import reference_detect, reference_sam_masks
+from helpers_backends import backend_models  # noqa: F401 (pytest fixture)
 import numpy as np
 import pytest
 from segment_anything import SamPredictor
 import torch
 
-from benchmarks.bench_backends import reference_detect, reference_sam_masks
-from helpers_backends import backend_models  # noqa: F401 (pytest fixture)
 from zs_perception.segmentation.base import Prompt
 from zs_perception.segmentation.grounded_sam import GroundedSamSegmenter
 from zs_perception.segmentation.prompting import prompt_key

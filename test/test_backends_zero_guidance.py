@@ -2,10 +2,10 @@
 
 from pathlib import Path
 
+from helpers_backends import backend_models  # noqa: F401 (pytest fixture)
 import numpy as np
 import pytest
 
-from helpers_backends import backend_models  # noqa: F401 (pytest fixture)
 from zs_perception.segmentation.zero_guidance import _touching_groups, ZeroGuidanceSegmenter
 
 

@@ -90,7 +90,7 @@ class ClipRunner:
         self.logit_scale = float(model.logit_scale.detach().exp())
 
     def token_count(self, text: str) -> int:
-        """Number of tokens of ``text`` including the start and end tokens."""
+        """Count the tokens of ``text`` including the start and end tokens."""
         return len(self.tokenizer(text, truncation=False)['input_ids'])
 
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
@@ -103,16 +103,16 @@ class ClipRunner:
         return F.normalize(out.float(), dim=-1)
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, h, w)`` RGB in ``[0, 255]`` (any float dtype) to model inputs in the model dtype."""
+        """Normalise ``(B, 3, h, w)`` RGB in ``[0, 255]`` into model inputs in the model dtype."""
         return ((pixels.float() - self._mean) / self._std).to(self.dtype)
 
     def encode_crops(self, pixels: torch.Tensor) -> torch.Tensor:
-        """``(B, d)`` normalised image embeddings of ``(B, 3, S, S)`` inputs from :meth:`normalize`."""
+        """Embed ``(B, 3, S, S)`` inputs from :meth:`normalize`: ``(B, d)``, normalised."""
         out = self.model.get_image_features(pixel_values=pixels).pooler_output
         return F.normalize(out.float(), dim=-1)
 
     def dense_features(self, image: np.ndarray, short_side: int) -> torch.Tensor:
-        """MaskCLIP patch embeddings of one image.
+        """Compute the MaskCLIP patch embeddings of one image.
 
         The image is resized (bilinear, antialiased) so its short side is
         about ``short_side`` pixels, both sides rounded to whole patches, and

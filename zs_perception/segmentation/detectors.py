@@ -53,7 +53,7 @@ class Detections:
     prompt_indices: torch.Tensor
 
     def select(self, keep: torch.Tensor) -> 'Detections':
-        """The detections at ``keep`` (a bool mask or index tensor)."""
+        """Return the detections at ``keep`` (a bool mask or index tensor)."""
         return Detections(self.boxes[keep], self.scores[keep], self.prompt_indices[keep])
 
 
@@ -83,7 +83,7 @@ class Owlv2Detector:
         self._queries: Optional[torch.Tensor] = None
 
     def token_count(self, text: str) -> int:
-        """Number of tokens of ``text`` including the start and end tokens."""
+        """Count the tokens of ``text`` including the start and end tokens."""
         return len(self.tokenizer(text, truncation=False)['input_ids'])
 
     def set_texts(self, keys: Sequence[Hashable], texts: Sequence[str]) -> None:
@@ -110,7 +110,7 @@ class Owlv2Detector:
         self._queries = torch.stack([cache[k] for k in keys]) if keys else None
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
-        """``(1, 3, S, S)`` pixel values: padded to a square, resized and normalised on the device."""
+        """Return ``(1, 3, S, S)`` pixels: padded square, resized, normalised on the device."""
         x = torch.from_numpy(image).to(self.device).permute(2, 0, 1)
         pixels = self.image_processor(images=x, return_tensors='pt')['pixel_values']
         return pixels.to(self.device, self.dtype)
@@ -170,12 +170,12 @@ class GroundingDinoDetector:
         self._count = 0
 
     def token_count(self, text: str) -> int:
-        """Number of tokens ``text`` adds to the caption (without its period)."""
+        """Count the tokens ``text`` adds to the caption (without its period)."""
         return len(self.tokenizer(text.lower(), add_special_tokens=False)['input_ids'])
 
     @staticmethod
     def caption(texts: Sequence[str]) -> str:
-        """The caption Grounding DINO reads: lower-case phrases each ended by a period.
+        """Return the caption Grounding DINO reads: lower-case phrases each ended by a period.
 
         The same text ``GroundingDinoProcessor`` builds from a list of labels.
         """
@@ -257,7 +257,7 @@ class _RememberingTextBackbone(torch.nn.Module):
         self._output = None
 
     def forward(self, input_ids, attention_mask, token_type_ids, position_ids, return_dict=True):
-        """Same arguments and result as the wrapped ``BertModel`` call in GroundingDinoModel."""
+        """Return the wrapped ``BertModel``'s output for these arguments (reused if unchanged)."""
         inputs = (input_ids, attention_mask, token_type_ids, position_ids)
         if self._inputs is not None and return_dict and all(
                 a.shape == b.shape and torch.equal(a, b) for a, b in zip(inputs, self._inputs)):
@@ -306,4 +306,3 @@ def load_detector(detector: str, model: str, device: torch.device, dtype: torch.
         default_id=DEFAULT_DETECTOR_MODELS[detector], model_type='grounding-dino', device=device,
         dtype=dtype, allow_random_weights=allow_random_weights)
     return GroundingDinoDetector(net, processor, device, dtype)
-

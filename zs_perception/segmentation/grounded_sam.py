@@ -195,7 +195,7 @@ class GroundedSamSegmenter(Segmenter):
         return SegmentationResult(instances=instances, timings=timer.timings)
 
     def select(self, detections: Detections, width: int, height: int) -> Detections:
-        """Boxes over ``threshold``, per-phrase NMS, the ``max_objects`` best, clipped to the image.
+        """Keep boxes over ``threshold``, per-phrase NMS, the ``max_objects`` best; clip to image.
 
         Returns:
             The kept detections, highest score first.

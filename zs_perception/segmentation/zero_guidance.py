@@ -99,9 +99,10 @@ class ZeroGuidanceSegmenter(Segmenter):
         self.clip = clip
         self.points_per_side = int(points_per_side)
         self.points_per_batch = int(points_per_batch)
-        values = dict(threshold=threshold, min_area_px=min_area_px, max_objects=max_objects,
-                      mask_quality_iou=mask_quality_iou, stability_iou=stability_iou,
-                      nms_iou=nms_iou, context_weight=context_weight)
+        values = {'threshold': threshold, 'min_area_px': min_area_px,
+                  'max_objects': max_objects, 'mask_quality_iou': mask_quality_iou,
+                  'stability_iou': stability_iou, 'nms_iou': nms_iou,
+                  'context_weight': context_weight}
         validate_thresholds(type(self).__name__, self.THRESHOLDS, values)
         for name, value in values.items():
             setattr(self, name, value)
@@ -206,7 +207,7 @@ class ZeroGuidanceSegmenter(Segmenter):
 
     @torch.inference_mode()
     def masks(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """SAM's masks for the point grid, low-quality ones and duplicates removed.
+        """Return SAM's masks for the point grid, low-quality ones and duplicates removed.
 
         Returns:
             ``(masks, quality)``: ``(K, H, W)`` bool, at least ``min_area_px``
@@ -323,7 +324,7 @@ def _boxes(binary: torch.Tensor) -> torch.Tensor:
 
 
 def _touching_groups(masks: np.ndarray, labels: np.ndarray) -> List[List[int]]:
-    """Indices of masks grouped by equal label and touching within a few pixels (transitively)."""
+    """Group mask indices by equal label and touching within a few pixels (transitively)."""
     count = masks.shape[0]
     parent = list(range(count))
 

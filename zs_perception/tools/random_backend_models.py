@@ -41,7 +41,7 @@ OWL_MAX_TOKENS = 16
 
 
 def make_bert_tokenizer() -> BertTokenizerFast:
-    """A real (fast) BERT WordPiece tokenizer over a small generated vocabulary.
+    """Build a real (fast) BERT WordPiece tokenizer over a small generated vocabulary.
 
     The vocabulary holds BERT's special tokens, the printable ASCII
     characters (alone and as ``##`` continuations) and the object words the
@@ -68,24 +68,26 @@ def write_owlv2(out_dir: Path, size: str = 'tiny', seed: int = 0) -> Path:
     torch.manual_seed(seed)
     tokenizer = make_clip_tokenizer()
     tokenizer.model_max_length = OWL_MAX_TOKENS
-    ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-               pad_token_id=tokenizer.pad_token_id)
+    ids = {'bos_token_id': tokenizer.bos_token_id, 'eos_token_id': tokenizer.eos_token_id,
+           'pad_token_id': tokenizer.pad_token_id}
     if size == 'tiny':
         image_size = 128
         config = Owlv2Config(
-            text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                             num_hidden_layers=2, num_attention_heads=2,
-                             max_position_embeddings=OWL_MAX_TOKENS, **ids),
-            vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                               num_attention_heads=2, image_size=image_size, patch_size=16),
+            text_config={'vocab_size': len(tokenizer), 'hidden_size': 32,
+                         'intermediate_size': 64, 'num_hidden_layers': 2,
+                         'num_attention_heads': 2,
+                         'max_position_embeddings': OWL_MAX_TOKENS, **ids},
+            vision_config={'hidden_size': 32, 'intermediate_size': 64, 'num_hidden_layers': 2,
+                           'num_attention_heads': 2, 'image_size': image_size,
+                           'patch_size': 16},
             # The class head maps image features to the text width: projection = text width.
             projection_dim=32)
     else:
         # google/owlv2-base-patch16-ensemble: CLIP B/16 at 960 px, 512-d text encoder.
         image_size = 960
         config = Owlv2Config(
-            text_config=dict(vocab_size=49408, max_position_embeddings=OWL_MAX_TOKENS, **ids),
-            vision_config=dict(image_size=image_size, patch_size=16), projection_dim=512)
+            text_config={'vocab_size': 49408, 'max_position_embeddings': OWL_MAX_TOKENS, **ids},
+            vision_config={'image_size': image_size, 'patch_size': 16}, projection_dim=512)
     model = Owlv2ForObjectDetection(config).eval()
     processor = Owlv2Processor(
         image_processor=Owlv2ImageProcessor(size={'height': image_size, 'width': image_size}),
@@ -103,11 +105,12 @@ def write_grounding_dino(out_dir: Path, size: str = 'tiny', seed: int = 0) -> Pa
     tokenizer = make_bert_tokenizer()
     if size == 'tiny':
         config = GroundingDinoConfig(
-            backbone_config=dict(model_type='swin', embed_dim=16, depths=[1, 1, 1, 1],
-                                 num_heads=[1, 1, 2, 2], window_size=4,
-                                 out_features=['stage2', 'stage3', 'stage4']),
-            text_config=dict(model_type='bert', vocab_size=len(tokenizer), hidden_size=32,
-                             num_hidden_layers=1, num_attention_heads=2, intermediate_size=64),
+            backbone_config={'model_type': 'swin', 'embed_dim': 16, 'depths': [1, 1, 1, 1],
+                             'num_heads': [1, 1, 2, 2], 'window_size': 4,
+                             'out_features': ['stage2', 'stage3', 'stage4']},
+            text_config={'model_type': 'bert', 'vocab_size': len(tokenizer), 'hidden_size': 32,
+                         'num_hidden_layers': 1, 'num_attention_heads': 2,
+                         'intermediate_size': 64},
             d_model=32, encoder_layers=1, decoder_layers=2, encoder_ffn_dim=64,
             decoder_ffn_dim=64, encoder_attention_heads=2, decoder_attention_heads=2,
             num_queries=30, encoder_n_points=2, decoder_n_points=2, num_feature_levels=4,
@@ -131,22 +134,23 @@ def write_clip(out_dir: Path, size: str = 'tiny', seed: int = 0) -> Path:
     """Write a random ``CLIPModel`` and its ``CLIPProcessor`` into ``out_dir``."""
     torch.manual_seed(seed)
     tokenizer = make_clip_tokenizer()
-    ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-               pad_token_id=tokenizer.pad_token_id)
+    ids = {'bos_token_id': tokenizer.bos_token_id, 'eos_token_id': tokenizer.eos_token_id,
+           'pad_token_id': tokenizer.pad_token_id}
     if size == 'tiny':
         image_size = 64
         config = CLIPConfig(
-            text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                             num_hidden_layers=2, num_attention_heads=2,
-                             max_position_embeddings=77, **ids),
-            vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                               num_attention_heads=2, image_size=image_size, patch_size=8),
+            text_config={'vocab_size': len(tokenizer), 'hidden_size': 32,
+                         'intermediate_size': 64, 'num_hidden_layers': 2,
+                         'num_attention_heads': 2, 'max_position_embeddings': 77, **ids},
+            vision_config={'hidden_size': 32, 'intermediate_size': 64, 'num_hidden_layers': 2,
+                           'num_attention_heads': 2, 'image_size': image_size,
+                           'patch_size': 8},
             projection_dim=16)
     else:
         # openai/clip-vit-base-patch32.
         image_size = 224
-        config = CLIPConfig(text_config=dict(vocab_size=49408, **ids),
-                            vision_config=dict(image_size=image_size, patch_size=32),
+        config = CLIPConfig(text_config={'vocab_size': 49408, **ids},
+                            vision_config={'image_size': image_size, 'patch_size': 32},
                             projection_dim=512)
     model = CLIPModel(config).eval()
     processor = CLIPProcessor(
