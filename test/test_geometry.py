@@ -47,9 +47,6 @@ def _errors(scene, name, geo):
 _NOISY_BOX_EXTENTS = pytest.mark.xfail(
     strict=True, reason='known gap: with noise + dilated mask the box short sides measure '
     '+6..+17 % (seeds 0-5), bound 7.5 %; length, position and axis meet their bounds')
-_NOISY_CYLINDER_AXIS = pytest.mark.xfail(
-    strict=True, reason='known gap: with noise + dilated mask the cylinder axis is off by up '
-    'to 3.9 deg (seeds 0-5), bound 3 deg; position and extents meet their bounds')
 
 
 @pytest.mark.parametrize('name, noisy, quantity', [
@@ -59,7 +56,7 @@ _NOISY_CYLINDER_AXIS = pytest.mark.xfail(
     ('cylinder', False, 'position'), ('cylinder', False, 'axis'),
     ('cylinder', False, 'extents'),
     ('cylinder', True, 'position'),
-    pytest.param('cylinder', True, 'axis', marks=_NOISY_CYLINDER_AXIS),
+    ('cylinder', True, 'axis'),
     ('cylinder', True, 'extents')])
 def test_known_answer_within_issue_bounds(scenes, name, noisy, quantity):
     factor = 1.5 if noisy else 1.0

@@ -23,22 +23,25 @@ Per object mask, in this order (all on the mask's bounding box, never the whole 
    would sit on the visible surface only). Rim points the erosion removed are kept where
    they lie within the eroded width of the core's box.
 7. **Shape rule: cylinder or box.** The points away from the two ends (15 % of the length
-   at each end, so a visible cap is left out) are projected on the plane perpendicular to
-   the longest axis and a circle is fitted (algebraic fit, 20 % worst points dropped,
-   geometric Gauss-Newton refinement). The object is a cylinder (``shape == 'cylinder'``)
-   when the circle's rms residual is under 7 % of its radius, the visible arc spans at
-   least 120 degrees, its diameter is 0.7..1.3 times the visible width and shorter than
-   the length; then the position is the circle centre at mid-length (the camera sees only
-   the front half, whose centre lies nearer the camera) and the extents are
-   ``(length, 2 r, 2 r)``. Otherwise it is a box (``shape == 'box'``). Only cylinders
-   longer than their diameter are recognised (cans, bottles, mugs standing or lying).
+   at each end, so a visible cap is left out) are fitted with a cylinder about the longest
+   axis (:func:`_fit_cylinder`: algebraic circle fit of their cross-section, 20 % worst
+   points dropped, Gauss-Newton of the geometric fit for the axis' point, tilt and radius).
+   The object is a cylinder (``shape == 'cylinder'``) when the rms residual is under 7 % of
+   the radius, the visible arc spans at least 120 degrees, the diameter is 0.7..1.3 times
+   the visible width and shorter than the length; then the object x axis is the fitted
+   axis (the box fit of step 5 has no faces to hug on a cylinder), the position is on that
+   axis at mid-length (the camera sees only the front half, whose centre lies nearer the
+   camera) and the extents are ``(length along the axis, 2 r, 2 r)``. Otherwise it is a box
+   (``shape == 'box'``). Only cylinders longer than their diameter are recognised (cans,
+   bottles, mugs standing or lying).
 
 Orientation convention (matches ``msg/SegmentedObject.msg``), all in the camera optical frame
 (REP-103: x right, y down, z forward), ``rotation`` columns are the object axes:
 
 - object **x** = the longest principal axis, object **z** = the shortest (for a flat object,
   its surface normal), object **y** = ``z x x`` (right-handed, ``det = +1``); for a
-  cylinder x is its axis and y, z are the box axes found around it;
+  cylinder x is its fitted axis and y, z are the box axes found around it, made
+  perpendicular to it;
 - **z points toward the camera**: ``z . position < 0`` (tie: ``z`` has a negative camera-z
   component);
 - **x points toward camera +x**: ``x . (1, 0, 0) >= 0``; when that component is zero, toward
@@ -61,6 +64,7 @@ STATUS_OK = 'ok'
 _AXIS_FIT_POINTS = 300
 _FIT_POINTS = 1200
 _ANGLE_STEP = np.radians(0.1)
+_AXIS_ROUNDS = 2
 _CAP_BAND = 0.15
 _CIRCLE_MAX_RMS = 0.07
 _CIRCLE_MIN_SPAN_DEG = 120.0
@@ -278,7 +282,7 @@ def _dominant_near_cluster(z, bin_m, min_share):
     return z_min + in_cluster[0] * bin_m, z_min + (in_cluster[-1] + 1) * bin_m
 
 
-def _fit_box_axes(centred, axes, max_points=_AXIS_FIT_POINTS):
+def _fit_box_axes(centred, axes, max_points=_AXIS_FIT_POINTS, rounds=_AXIS_ROUNDS):
     """Turn principal axes into the axes of the box whose faces the points lie on.
 
     The principal axes of a box's *visible* surface are tilted by the faces the camera does
@@ -287,26 +291,26 @@ def _fit_box_axes(centred, axes, max_points=_AXIS_FIT_POINTS):
     (and the current orientation): it keeps the one whose sides the points hug best (least
     mean distance from each point to the nearest side; a minimum-area rectangle would be
     ambiguous for the L-shaped section of a box seen on two faces). The three planes are
-    visited twice, on at most ``max_points`` evenly strided points.
+    visited ``rounds`` times, on at most ``max_points`` evenly strided points.
     """
     sub = centred[::max(1, centred.shape[0] // max_points)]
     axes = axes.copy()
-    for i, j in ((0, 1), (1, 2), (0, 2)) * 2:
-        flat = (sub @ axes[:, [i, j]]).astype(np.float32)
-        hull = cv2.convexHull(flat)[:, 0, :]
-        edges = np.roll(hull, -1, axis=0) - hull
-        angles = np.concatenate(([0.0], np.arctan2(edges[:, 1], edges[:, 0])))
+    for i, j in ((0, 1), (1, 2), (0, 2)) * rounds:
+        flat = sub @ axes[:, [i, j]]  # (n, 2)
+        hull = cv2.convexHull(flat.astype(np.float32))[:, 0, :]
+        edges = np.diff(hull, axis=0, append=hull[:1])
+        angles = np.arctan2(edges[:, 1], edges[:, 0])
         angles = (angles + np.pi / 4) % (np.pi / 2) - np.pi / 4  # sides 90 deg apart
-        angles = np.unique(np.round(angles / _ANGLE_STEP)) * _ANGLE_STEP  # one per 0.1 deg
-        c, s = np.cos(angles)[:, None], np.sin(angles)[:, None]
-        u = c * flat[None, :, 0] + s * flat[None, :, 1]  # (angles, points)
-        v = -s * flat[None, :, 0] + c * flat[None, :, 1]
-        gap = np.minimum(np.minimum(u - u.min(axis=1, keepdims=True),
-                                    u.max(axis=1, keepdims=True) - u),
-                         np.minimum(v - v.min(axis=1, keepdims=True),
-                                    v.max(axis=1, keepdims=True) - v))
-        best = int(np.argmin(gap.mean(axis=1)))
-        c, s = np.cos(angles[best]), np.sin(angles[best])
+        steps = np.unique(np.round(angles / _ANGLE_STEP))  # one candidate per 0.1 deg
+        angles = np.append(steps, 0.0) * _ANGLE_STEP
+        c, s = np.cos(angles), np.sin(angles)
+        # Rows: every candidate's u direction, then every candidate's v direction.
+        uv = np.concatenate([np.stack([c, s], axis=1), np.stack([-s, c], axis=1)]) @ flat.T
+        lo, hi = uv.min(axis=1, keepdims=True), uv.max(axis=1, keepdims=True)
+        gap = 0.5 * (hi - lo) - np.abs(uv - 0.5 * (hi + lo))  # distance to the nearer side
+        count = angles.size
+        best = int(np.argmin(np.minimum(gap[:count], gap[count:]).sum(axis=1)))
+        c, s = c[best], s[best]
         axes[:, i], axes[:, j] = c * axes[:, i] + s * axes[:, j], \
             -s * axes[:, i] + c * axes[:, j]
     return axes
@@ -321,7 +325,13 @@ def _orient(axes, position):
     nonzero = np.flatnonzero(np.abs(x) > 1e-12)
     if x[nonzero[0]] < 0:
         x = -x
-    return np.stack([x, np.cross(z, x), z], axis=1)
+    return np.stack([x, _cross(z, x), z], axis=1)
+
+
+def _cross(a, b):
+    """Cross product of two ``(3,)`` vectors (``np.cross`` costs more than the arithmetic)."""
+    return np.array([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2],
+                     a[0] * b[1] - a[1] * b[0]])
 
 
 def rotation_to_quaternion(rot: np.ndarray) -> np.ndarray:
@@ -353,31 +363,10 @@ def _trimmed_range(values, trim_fraction):
     return part[k_lo], part[last - k_lo]
 
 
-def _fit_circle(xy):
-    """Fit a circle to ``(n, 2)`` points: ``(centre (2,), radius, rms residual)``.
-
-    An algebraic (Kasa) fit, linear least squares, starts; the 20 % of points farthest from
-    it are dropped, and three Gauss-Newton steps of the geometric fit (least squares of the
-    distances to the circle) on the rest remove the algebraic fit's bias toward a smaller
-    circle on a short, noisy arc.
-    """
-    a = np.column_stack([2.0 * xy, np.ones(len(xy))])
-    sol = np.linalg.lstsq(a, np.einsum('ij,ij->i', xy, xy), rcond=None)[0]
-    centre = sol[:2]
-    radius = float(np.sqrt(max(sol[2] + centre @ centre, 1e-12)))
-    dist = np.hypot(xy[:, 0] - centre[0], xy[:, 1] - centre[1])
-    resid = np.abs(dist - radius)
-    k = int(0.8 * (len(resid) - 1))
-    p = xy[resid <= np.partition(resid, k)[k]]
-    params = np.array([centre[0], centre[1], radius])
-    for _ in range(3):
-        d = p - params[:2]
-        dist = np.maximum(np.hypot(d[:, 0], d[:, 1]), 1e-12)
-        jac = np.column_stack([-d / dist[:, None], -np.ones(len(p))])
-        params -= np.linalg.lstsq(jac, dist - params[2], rcond=None)[0]
-    d = p - params[:2]
-    resid = np.hypot(d[:, 0], d[:, 1]) - params[2]
-    return params[:2], float(abs(params[2])), float(np.sqrt(np.mean(resid ** 2)))
+def _median(values):
+    """Median (upper middle element) of a 1-D array, cheaper than ``np.median``."""
+    middle = values.size // 2
+    return float(np.partition(values, middle)[middle])
 
 
 def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_points,
@@ -388,9 +377,10 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
         return _no_pose('empty mask')
     roi, r0, c0 = found
     depth_roi = depth_m[r0:r0 + roi.shape[0], c0:c0 + roi.shape[1]]
-    z_all = depth_roi[roi]
-    with np.errstate(invalid='ignore'):
-        n_valid_all = int(np.count_nonzero((z_all >= min_depth_m) & (z_all <= max_depth_m)))
+    rows, cols = np.nonzero(roi)
+    z_all = depth_roi[rows, cols]
+    valid = (z_all >= min_depth_m) & (z_all <= max_depth_m)
+    n_valid_all = int(np.count_nonzero(valid))
     valid_fraction = n_valid_all / z_all.size
     if n_valid_all == 0:
         return _no_pose(f'no valid depth in mask (none in [{min_depth_m:g}, '
@@ -403,21 +393,18 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
                            borderValue=0).view(bool)
         if np.count_nonzero(eroded) >= min_points:
             core = eroded
-    rows, cols = np.nonzero(roi)
     if rows.size > max_points:  # an even subsample, in raster order, bounds the cost
         step = -(-rows.size // max_points)
-        rows, cols = rows[::step], cols[::step]
-    z = depth_roi[rows, cols]
-    with np.errstate(invalid='ignore'):
-        valid = (z >= min_depth_m) & (z <= max_depth_m)
+        rows, cols, z, valid = rows[::step], cols[::step], z_all[::step], valid[::step]
+    else:
+        z = z_all
     in_core = core[rows, cols] & valid
     if not in_core.any():
         in_core = valid
     z_core = z[in_core]
-    bin_m = max(cluster_bin_m, cluster_bin_rel * float(np.median(z_core)))
+    bin_m = max(cluster_bin_m, cluster_bin_rel * _median(z_core))
     near, far = _dominant_near_cluster(z_core, bin_m, cluster_min_share)
-    with np.errstate(invalid='ignore'):
-        keep = valid & (z >= near) & (z <= far)
+    keep = valid & (z >= near) & (z <= far)
     in_core = in_core[keep]
     rows, cols, z = rows[keep], cols[keep], z[keep].astype(np.float64)
     points = np.empty((z.size, 3), np.float64)
@@ -435,52 +422,108 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
     centred = core_points - mean
     _, vecs = np.linalg.eigh(centred.T @ centred)  # ascending eigenvalues
     axes = _fit_box_axes(centred, vecs[:, ::-1])
-    lo, hi = _trimmed_range(centred @ axes, trim)
-    rotation = _orient(axes[:, np.argsort(lo - hi, kind='stable')], mean)  # longest first
+    local = centred @ axes
+    lo, hi = _trimmed_range(local, trim)
+    order = np.argsort(lo - hi, kind='stable')  # longest first
+    axes, lo, hi = axes[:, order], lo[order], hi[order]
     # The rim the erosion removed belongs to the object where it lies within the eroded
     # width of the core's box; farther rim points are background the mask bled onto.
-    core_lo, core_hi = _trimmed_range(centred @ rotation, trim)
-    margin = (erode_px + 0.5) * float(np.median(z)) / min(intr.fx, intr.fy)
-    along = (points - mean) @ rotation
-    inside = np.all((along >= core_lo - margin) & (along <= core_hi + margin), axis=1)
-    points = points[inside]
-    fit = points[::max(1, len(points) // _FIT_POINTS)]
-    lo, hi = _trimmed_range((fit - mean) @ rotation, trim)
-    shape = 'box'
-    cylinder = _cylinder((fit - mean) @ rotation, lo, hi)
-    if cylinder is not None:
-        shape = 'cylinder'
-        lo, hi = cylinder
+    margin = (erode_px + 0.5) * _median(z) / min(intr.fx, intr.fy)
+    along = (points - mean) @ axes
+    inside = np.all(np.abs(along - 0.5 * (hi + lo)) <= 0.5 * (hi - lo) + margin, axis=1)
+    points, along = points[inside], along[inside]
+    fit = along[::max(1, len(along) // _FIT_POINTS)]
+    lo, hi = _trimmed_range(fit, trim)
     order = np.argsort(lo - hi, kind='stable')
     if np.any(order != np.arange(3)):  # the rim changed which side is longest
-        rotation, lo, hi = rotation[:, order], lo[order], hi[order]
-    position = mean + rotation @ ((lo + hi) / 2.0)
-    rotation = _orient(rotation, position)
+        axes, fit, lo, hi = axes[:, order], fit[:, order], lo[order], hi[order]
+    shape = 'box'
+    position = mean + axes @ ((lo + hi) / 2.0)
+    extents = hi - lo
+    cylinder = _cylinder(fit, lo, hi, trim)
+    if cylinder is not None:
+        shape = 'cylinder'
+        axis, centre, length, diameter = cylinder
+        position = mean + axes @ centre
+        x = axes @ axis
+        y = axes[:, 1] - (axes[:, 1] @ x) * x
+        y /= np.linalg.norm(y)
+        axes = np.stack([x, y, _cross(x, y)], axis=1)
+        extents = np.array([length, diameter, diameter])
+    rotation = _orient(axes, position)
     return ObjectGeometry(
         has_pose=True, status=STATUS_OK, position=position, rotation=rotation,
-        quaternion=rotation_to_quaternion(rotation), extents=hi - lo, num_points=len(points),
+        quaternion=rotation_to_quaternion(rotation), extents=extents, num_points=len(points),
         valid_fraction=valid_fraction, points=points.astype(np.float32), shape=shape)
 
 
-def _cylinder(local, lo, hi):
+def _cylinder(local, lo, hi, trim):
     """Cylinder test on object coordinates ``local`` ``(n, 3)`` (x = longest axis).
 
     Returns:
-        ``(lo, hi, centre)`` of the cylinder in object coordinates, or ``None`` for a box.
+        ``(axis, centre, length, diameter)`` of the cylinder, ``axis`` and ``centre``
+        ``(3,)`` in object coordinates, lengths in metres; or ``None`` for a box.
 
     """
     length = hi[0] - lo[0]
     side = (local[:, 0] > lo[0] + _CAP_BAND * length) & (local[:, 0] < hi[0] - _CAP_BAND * length)
     if np.count_nonzero(side) < 20:
         return None
-    xy = local[side][:, 1:]
-    centre, radius, rms = _fit_circle(xy)
+    fitted = _fit_cylinder(local[side])
+    if fitted is None:
+        return None
+    origin, axis, radius, rms, span = fitted
     width = float(np.max(hi[1:] - lo[1:]))
-    angle = np.sort(np.arctan2(xy[:, 1] - centre[1], xy[:, 0] - centre[0]))
-    span = 2.0 * np.pi - np.max(np.diff(np.concatenate([angle, [angle[0] + 2.0 * np.pi]])))
     if not (rms < _CIRCLE_MAX_RMS * radius and span >= np.radians(_CIRCLE_MIN_SPAN_DEG)
             and 0.7 * width <= 2.0 * radius <= 1.3 * width and 2.0 * radius < length):
         return None
-    lo = np.array([lo[0], centre[0] - radius, centre[1] - radius])
-    hi = np.array([hi[0], centre[0] + radius, centre[1] + radius])
-    return lo, hi
+    t_lo, t_hi = _trimmed_range((local - origin) @ axis, trim)
+    return axis, origin + axis * (0.5 * (t_lo + t_hi)), float(t_hi - t_lo), 2.0 * radius
+
+
+def _fit_cylinder(points):
+    """Fit a cylinder whose axis is near the x axis to ``(n, 3)`` points.
+
+    An algebraic (Kasa) circle fit to the points' ``(y, z)`` starts (the axis along x); the
+    20 % of points farthest from that circle are dropped; three Gauss-Newton steps of the
+    geometric fit (least squares of the distances to the surface) on the rest then fit the
+    axis' point and tilt and the radius together. That removes the algebraic fit's bias
+    toward a smaller circle on a short, noisy arc, and the tilt of an axis estimate that
+    the visible half of the cylinder pulls off its true axis.
+
+    Returns:
+        ``(origin, axis, radius, rms, span)``: the axis' point at ``x = 0`` and its unit
+        direction ``(3,)``, the radius and rms residual in metres, and the angle in radians
+        the fitted points span around the axis; or ``None`` for a degenerate fit.
+
+    """
+    x, y, z = points[:, 0], points[:, 1], points[:, 2]
+    design = np.stack([2.0 * y, 2.0 * z, np.ones_like(y)], axis=1)
+    try:
+        sol = np.linalg.solve(design.T @ design, design.T @ (y * y + z * z))
+        cy, cz = sol[0], sol[1]
+        radius = np.sqrt(max(sol[2] + cy * cy + cz * cz, 1e-12))
+        resid = np.abs(np.hypot(y - cy, z - cz) - radius)
+        k = int(0.8 * (resid.size - 1))
+        kept = resid <= np.partition(resid, k)[k]
+        x, y, z = x[kept], y[kept], z[kept]
+        params = np.array([cy, cz, 0.0, 0.0, radius])  # axis y, z at x = 0; dy/dx, dz/dx; r
+        for _ in range(3):
+            dy, dz = y - params[0] - params[2] * x, z - params[1] - params[3] * x
+            dist = np.maximum(np.hypot(dy, dz), 1e-12)
+            ey, ez = dy / dist, dz / dist
+            # Minus the Jacobian of dist - r with respect to the parameters.
+            jac = np.stack([ey, ez, ey * x, ez * x, np.ones_like(x)], axis=1)
+            params += np.linalg.solve(jac.T @ jac, jac.T @ (dist - params[4]))
+    except np.linalg.LinAlgError:  # collinear points: no circle
+        return None
+    if not np.all(np.isfinite(params)):
+        return None
+    dy, dz = y - params[0] - params[2] * x, z - params[1] - params[3] * x
+    radius = abs(float(params[4]))
+    rms = float(np.sqrt(np.mean((np.hypot(dy, dz) - radius) ** 2)))
+    angle = np.sort(np.arctan2(dz, dy))
+    largest_gap = max(float(np.max(np.diff(angle))), float(angle[0] + 2.0 * np.pi - angle[-1]))
+    axis = np.array([1.0, params[2], params[3]])
+    return (np.array([0.0, params[0], params[1]]), axis / np.linalg.norm(axis), radius, rms,
+            2.0 * np.pi - largest_gap)
