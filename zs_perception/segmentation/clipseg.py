@@ -15,6 +15,7 @@ model is run in its three stages instead, each as often as its inputs change:
 The results equal the reference forward pass (see the parity tests).
 """
 
+import threading
 from typing import Dict, Hashable, List, Sequence, Tuple
 
 import numpy as np
@@ -121,7 +122,7 @@ class ClipSegRunner:
 
     def token_count(self, text: str) -> int:
         """Count the tokens of ``text``, including the start and end tokens."""
-        return len(self.tokenizer(text, truncation=False)['input_ids'])
+        return len(self.tokenizer(text, truncation=False, verbose=False)['input_ids'])
 
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """Compute CLIP text embeddings ``(n, projection_dim)``; overlong text is truncated."""
@@ -188,6 +189,8 @@ class ClipSegSegmenter(Segmenter):
         max_objects: at most this many instances per image, highest score first.
 
     Instance scores are the mean probability over the component's pixels.
+    ``set_prompts``, ``segment`` and ``set_thresholds`` may be called from
+    different threads; they run one at a time.
     """
 
     THRESHOLDS = ('threshold', 'min_area_px', 'max_objects')
@@ -198,6 +201,7 @@ class ClipSegSegmenter(Segmenter):
         self.threshold = threshold
         self.min_area_px = min_area_px
         self.max_objects = max_objects
+        self._lock = threading.RLock()
         self.set_thresholds(threshold=threshold, min_area_px=min_area_px,
                             max_objects=max_objects)
         self._active: List[Prompt] = []
@@ -225,10 +229,15 @@ class ClipSegSegmenter(Segmenter):
                 raise ValueError(f'threshold must be in [0, 1], got {value!r}.')
             if name != 'threshold' and (int(value) != value or value < 0):
                 raise ValueError(f'{name} must be an integer >= 0, got {value!r}.')
-        super().set_thresholds(**kwargs)
+        with self._lock:
+            super().set_thresholds(**kwargs)
 
     def set_prompts(self, prompts: Sequence[PromptLike]) -> PromptReport:
         """Replace the active prompts; only prompts not seen before are encoded."""
+        with self._lock:
+            return self._set_prompts(prompts)
+
+    def _set_prompts(self, prompts: Sequence[PromptLike]) -> PromptReport:
         active, dropped = normalize_prompts(prompts)
         truncated = []
         for prompt in active:
@@ -260,6 +269,10 @@ class ClipSegSegmenter(Segmenter):
         The result's ``probabilities`` are the ``(N, H, W)`` per-prompt maps.
         """
         image = check_rgb_image(image)
+        with self._lock:
+            return self._segment(image)
+
+    def _segment(self, image: np.ndarray) -> SegmentationResult:
         height, width = image.shape[:2]
         if not self._active:
             return SegmentationResult(
