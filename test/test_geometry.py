@@ -9,7 +9,7 @@ import pytest
 
 from zs_perception.demo_scene import render_scene
 from zs_perception.geometry import CameraIntrinsics, depth_to_metres, estimate_object_geometry
-from zs_perception.geometry import obstacle_cloud, rotation_to_quaternion
+from zs_perception.geometry import obstacle_cloud, pose, rotation_to_quaternion
 
 DATA = pathlib.Path(__file__).resolve().parents[1] / '..' / 'shared' / 'data'
 NAMES = ('box', 'cylinder')
@@ -46,7 +46,7 @@ def _errors(scene, name, geo):
 # with 5 mm depth noise, 20 % missing depth and a mask dilated by 3 px: 1.5x each.
 _NOISY_BOX_EXTENTS = pytest.mark.xfail(
     strict=True, reason='known gap: with noise + dilated mask the box short sides measure '
-    '+6..+17 % (seeds 0-5), bound 7.5 %; length, position and axis meet their bounds')
+    '+6..+18 % (seeds 0-5), bound 7.5 %; length, position and axis meet their bounds')
 
 
 @pytest.mark.parametrize('name, noisy, quantity', [
@@ -67,6 +67,49 @@ def test_known_answer_within_issue_bounds(scenes, name, noisy, quantity):
         pos_err, axis_err, ext_err = _errors(scene, name, geo)
         error = {'position': pos_err, 'axis': axis_err, 'extents': np.max(ext_err)}[quantity]
         assert error < bound, (i, error)
+
+
+def _assert_same(compiled, source):
+    for a, b in zip(compiled, source):
+        if np.asarray(a).dtype == bool:
+            np.testing.assert_array_equal(a, b)
+        else:
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_numba_kernels_give_what_their_python_source_gives(scenes):
+    # The kernels' Python source run by the interpreter (numpy semantics) is the reference:
+    # the compiled code must agree, NaN depth, ties and integer division included.
+    scene = scenes[0]
+    intr = scene['intrinsics']
+    depth = scene['depth_m'].copy()
+    depth[::7, ::5] = np.nan
+    for name in NAMES:
+        rows, cols = np.nonzero(scene['masks'][name])
+        r0, c0 = rows.min(), cols.min()
+        roi = scene['masks'][name][r0:rows.max() + 1, c0:cols.max() + 1]
+        core = cv2.erode(roi.view(np.uint8), np.ones((5, 5), np.uint8)).view(bool)
+        args = (roi, core, depth[r0:r0 + roi.shape[0], c0:c0 + roi.shape[1]],
+                (c0 - intr.cx) / intr.fx, (r0 - intr.cy) / intr.fy, 1.0 / intr.fx,
+                1.0 / intr.fy, 0.1, 10.0, 4000, 0.01, 0.02, 0.2)
+        points, in_core, n_valid, n_mask = pose._object_points(*args)
+        _assert_same((points, in_core), pose._object_points.py_func(*args)[:2])
+        assert (n_valid, n_mask) == pose._object_points.py_func(*args)[2:]
+        assert 0 < len(points) <= 4000 and n_valid < n_mask
+        core_points = points[in_core][::2]
+        centred = core_points - core_points.mean(axis=0)
+        _, vecs = np.linalg.eigh(centred.T @ centred)
+        sub = np.ascontiguousarray(centred[::10])
+        _assert_same([pose._fit_box_axes(sub, vecs)], [pose._fit_box_axes.py_func(sub, vecs)])
+        u, v = sub[:, 0].copy(), sub[:, 1].copy()
+        _assert_same([np.sort(pose._hull_edge_angles(u, v))],
+                     [np.sort(pose._hull_edge_angles.py_func(u, v))])
+        assert pose._hug_score(u, v, 0.3) == pytest.approx(pose._hug_score.py_func(u, v, 0.3))
+        args = (points - core_points.mean(axis=0), centred, vecs[:, ::-1], 0.005, 0.003)
+        box = pose._oriented_box(*args)
+        _assert_same(box, pose._oriented_box.py_func(*args))
+        fit = box[2][::3]
+        _assert_same([pose._fit_cylinder(fit)], [pose._fit_cylinder.py_func(fit)])
 
 
 def test_cylinder_is_recognised_and_box_is_not(scenes):

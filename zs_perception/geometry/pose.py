@@ -15,8 +15,9 @@ Per object mask, in this order (all on the mask's bounding box, never the whole 
    bin bridged) are clusters. The nearest cluster holding at least ``cluster_min_share`` of
    the points is kept (the largest if none does): the background seen through or beside a
    thin object is farther away and is dropped instead of pulling the centre.
-5. **Axes.** Principal axes of the kept core points (at most 1200, evenly strided), turned
-   onto the faces of the box the points hug (:func:`_fit_box_axes`, on 300 points).
+5. **Axes.** Principal axes of the kept core points (about 1200, evenly strided), turned
+   onto the faces of the box the points hug (:func:`_fit_box_axes`, on at most 200 points;
+   each of the three planes of two axes twice, the second time within 5 degrees).
 6. **Box.** The points are expressed along those axes; the extent along each axis is the
    spread between the ``trim_percent`` and ``100 - trim_percent`` order statistics and the
    position is the centre of that robust oriented box (not the mean of the points, which
@@ -25,7 +26,8 @@ Per object mask, in this order (all on the mask's bounding box, never the whole 
 7. **Shape rule: cylinder or box.** The points away from the two ends (15 % of the length
    at each end, so a visible cap is left out) are fitted with a cylinder about the longest
    axis (:func:`_fit_cylinder`: algebraic circle fit of their cross-section, 20 % worst
-   points dropped, Gauss-Newton of the geometric fit for the axis' point, tilt and radius).
+   points dropped, Gauss-Newton of the geometric fit for the axis' point, tilt and radius;
+   on at most 400 points).
    The object is a cylinder (``shape == 'cylinder'``) when the rms residual is under 7 % of
    the radius, the visible arc spans at least 120 degrees, the diameter is 0.7..1.3 times
    the visible width and shorter than the length; then the object x axis is the fitted
@@ -50,21 +52,32 @@ Orientation convention (matches ``msg/SegmentedObject.msg``), all in the camera 
 
 An object that cannot get a pose has ``has_pose = False``, ``status`` saying why, a zero
 position and extents, the identity rotation, and whatever points it had (maybe none).
+
+Speed: the per-point loops (steps 2-7) are numba kernels (``_object_points``,
+``_oriented_box``, ``_fit_cylinder`` and their helpers) with explicit signatures, so they
+are compiled when this module is imported, never on the first frame. The machine code is
+cached beside this file (``__pycache__``, numba's ``cache=True``): the first import after
+an install or a change of this file compiles for tens of seconds on a small CPU, later
+imports load the cache in well under a second. The kernels use no BLAS/LAPACK (numba needs
+SciPy for those); the 3x3 eigen-decomposition of step 5 stays in numpy. A float64 depth
+image is used as float32 metres.
 """
 
 from dataclasses import dataclass
 from typing import List, Sequence, Union
 
 import cv2
+from numba import njit
 import numpy as np
 
 from zs_perception.geometry.camera import CameraIntrinsics
 
 STATUS_OK = 'ok'
-_AXIS_FIT_POINTS = 300
+_AXIS_FIT_POINTS = 200
 _FIT_POINTS = 1200
-_ANGLE_STEP = np.radians(0.1)
-_AXIS_ROUNDS = 2
+_REFINE_DEG = 5.0
+_ANGLE_STEP_DEG = 0.1
+_CYLINDER_FIT_POINTS = 400
 _CAP_BAND = 0.15
 _CIRCLE_MAX_RMS = 0.07
 _CIRCLE_MIN_SPAN_DEG = 120.0
@@ -188,6 +201,7 @@ def estimate_object_geometry(
               'min_points': min_points, 'cluster_bin_m': cluster_bin_m,
               'cluster_bin_rel': cluster_bin_rel, 'cluster_min_share': cluster_min_share,
               'trim_percent': trim_percent, 'max_points': int(max_points)}
+    depth_m = depth_m.astype(np.float32, copy=False)  # the kernels take float32 metres
     return [_one_object(m, depth_m, intrinsics, **params) for m in mask_list]
 
 
@@ -261,28 +275,146 @@ def _mask_roi_in_depth(mask, depth_shape):
     return mask[np.ix_(rows, cols)], r0, c0
 
 
+@njit('UniTuple(f8, 2)(f8[:], f8, f8)', cache=True)
 def _dominant_near_cluster(z, bin_m, min_share):
     """Depth interval ``(near, far)`` in metres of the dominant near cluster of depths ``z``.
 
-    ``z``: 1-D valid depths (not empty).
+    ``z``: 1-D valid depths (not empty). Depths are histogrammed in bins of ``bin_m``; runs
+    of occupied bins (one empty bin bridged) are clusters; the nearest cluster holding at
+    least ``min_share`` of the depths is chosen, the largest if none does.
     """
-    z_min = float(z.min())
-    counts = np.bincount(((z - z_min) / bin_m).astype(np.intp))
+    z_min = z.min()
+    counts = np.zeros(int((z.max() - z_min) / bin_m) + 1, np.int64)
+    for d in z:
+        counts[int((d - z_min) / bin_m)] += 1
     occupied = counts >= max(2, int(0.002 * z.size))
     bridged = occupied.copy()
     bridged[1:-1] |= occupied[:-2] & occupied[2:]  # one empty bin does not split a cluster
-    starts = bridged & ~np.concatenate(([False], bridged[:-1]))
-    labels = np.cumsum(starts) * bridged  # 0 = not in a cluster, 1..K nearest first
-    sizes = np.bincount(labels, weights=counts)[1:]
-    if sizes.size == 0:  # no bin is dense enough: every depth is its own cluster
-        return z_min, float(z.max())
-    big = np.flatnonzero(sizes >= min_share * z.size)
-    chosen = (big[0] if big.size else int(np.argmax(sizes))) + 1
-    in_cluster = np.flatnonzero(labels == chosen)
-    return z_min + in_cluster[0] * bin_m, z_min + (in_cluster[-1] + 1) * bin_m
+    best_start, best_end, best_size = -1, -1, -1
+    start, size = -1, 0
+    for b in range(counts.size + 1):
+        if b < counts.size and bridged[b]:
+            if start < 0:
+                start, size = b, 0
+            size += counts[b]
+            continue
+        if start >= 0:  # the run start..b-1 ends here
+            if size >= min_share * z.size:
+                return z_min + start * bin_m, z_min + b * bin_m
+            if size > best_size:
+                best_start, best_end, best_size = start, b, size
+            start = -1
+    if best_start < 0:  # no bin is dense enough: every depth is its own cluster
+        return z_min, z.max()
+    return z_min + best_start * bin_m, z_min + best_end * bin_m
 
 
-def _fit_box_axes(centred, axes, max_points=_AXIS_FIT_POINTS, rounds=_AXIS_ROUNDS):
+@njit('Tuple((f8[:, :], b1[:], i8, i8))(b1[:, :], b1[:, :], f4[:, :], f8, f8, f8, f8, f8, '
+      'f8, i8, f8, f8, f8)', cache=True)
+def _object_points(roi, core, depth, x0, y0, x_step, y_step, min_depth, max_depth,
+                   max_points, bin_abs, bin_rel, min_share):
+    """Find the mask's points with valid depth in the near cluster (module docs, steps 2-4).
+
+    Args:
+        roi, core: ``(r, c)`` mask and eroded mask on the depth pixels ``depth`` ``(r, c)``
+            (``float32`` metres, NaN where missing).
+        x0, y0, x_step, y_step: pixel ``(row, col)`` of ``depth`` back-projects to
+            ``x = (x0 + col * x_step) * z``, ``y = (y0 + row * y_step) * z``.
+        min_depth, max_depth, max_points, bin_abs, bin_rel, min_share: see
+            :func:`estimate_object_geometry` (``max_points``, ``cluster_bin_m``,
+            ``cluster_bin_rel``, ``cluster_min_share``).
+
+    Returns:
+        ``(points, in_core, n_valid, n_mask)``: ``(m, 3)`` kept points in the camera frame,
+        ``(m,)`` whether each is a core (eroded mask) point, the number of mask pixels with a
+        valid depth, and the number of mask pixels.
+
+    """
+    rows, cols = np.nonzero(roi)
+    n_mask = rows.size
+    n_valid = 0
+    for k in range(n_mask):
+        d = depth[rows[k], cols[k]]
+        if min_depth <= d <= max_depth:  # False for NaN
+            n_valid += 1
+    step = -(-n_mask // max_points)  # an even subsample, in raster order, bounds the cost
+    rows, cols = rows[::step], cols[::step]
+    z = np.empty(rows.size)
+    valid = np.empty(rows.size, np.bool_)
+    in_core = np.empty(rows.size, np.bool_)
+    for k in range(rows.size):
+        z[k] = depth[rows[k], cols[k]]
+        valid[k] = min_depth <= z[k] <= max_depth
+        in_core[k] = valid[k] and core[rows[k], cols[k]]
+    if not np.any(in_core):
+        in_core = valid.copy()
+    z_core = z[in_core]
+    if z_core.size == 0:
+        return np.empty((0, 3)), in_core[:0], n_valid, n_mask
+    near, far = _dominant_near_cluster(z_core, max(bin_abs, bin_rel * np.median(z_core)),
+                                       min_share)
+    keep = valid & (z >= near) & (z <= far)
+    z, rows, cols = z[keep], rows[keep], cols[keep]
+    points = np.empty((z.size, 3))
+    for k in range(z.size):
+        points[k, 0] = (x0 + cols[k] * x_step) * z[k]
+        points[k, 1] = (y0 + rows[k] * y_step) * z[k]
+        points[k, 2] = z[k]
+    return points, in_core[keep], n_valid, n_mask
+
+
+@njit('f8(f8[:], f8[:], f8)', cache=True)
+def _hug_score(u, v, angle):
+    """Sum of the points' distances to the nearest side of a rectangle turned by ``angle``.
+
+    The rectangle is the bounding rectangle of the points ``(u, v)`` with sides at ``angle``
+    radians and ``angle + pi / 2``.
+    """
+    c, s = np.cos(angle), np.sin(angle)
+    lo_a, hi_a, lo_b, hi_b = np.inf, -np.inf, np.inf, -np.inf
+    for k in range(u.size):
+        a, b = c * u[k] + s * v[k], -s * u[k] + c * v[k]
+        lo_a, hi_a, lo_b, hi_b = min(lo_a, a), max(hi_a, a), min(lo_b, b), max(hi_b, b)
+    mid_a, half_a = 0.5 * (hi_a + lo_a), 0.5 * (hi_a - lo_a)
+    mid_b, half_b = 0.5 * (hi_b + lo_b), 0.5 * (hi_b - lo_b)
+    total = 0.0
+    for k in range(u.size):
+        a, b = c * u[k] + s * v[k], -s * u[k] + c * v[k]
+        total += min(half_a - abs(a - mid_a), half_b - abs(b - mid_b))
+    return total
+
+
+@njit('f8[:](f8[:], f8[:])', cache=True)
+def _hull_edge_angles(u, v):
+    """Directions in radians of the edges of the convex hull of points ``(u, v)``.
+
+    Andrew's monotone chain on the points sorted by ``u``.
+    """
+    order = np.argsort(u)
+    hull = np.empty(2 * u.size + 1, np.int64)
+    size = 0
+    for half in range(2):  # lower hull left to right, then upper hull right to left
+        start = size
+        for m in range(u.size):
+            k = order[m] if half == 0 else order[u.size - 1 - m]
+            while size >= start + 2:
+                o, a = hull[size - 2], hull[size - 1]
+                turn = (u[a] - u[o]) * (v[k] - v[o]) - (v[a] - v[o]) * (u[k] - u[o])
+                if turn > 0:
+                    break
+                size -= 1
+            hull[size] = k
+            size += 1
+        size -= 1  # the last point starts the other half
+    angles = np.empty(size)
+    for m in range(size):
+        a, b = hull[m], hull[(m + 1) % size]
+        angles[m] = np.arctan2(v[b] - v[a], u[b] - u[a])
+    return angles
+
+
+@njit('f8[:, :](f8[:, :], f8[:, :])', cache=True)
+def _fit_box_axes(points, axes):
     """Turn principal axes into the axes of the box whose faces the points lie on.
 
     The principal axes of a box's *visible* surface are tilted by the faces the camera does
@@ -291,29 +423,101 @@ def _fit_box_axes(centred, axes, max_points=_AXIS_FIT_POINTS, rounds=_AXIS_ROUND
     (and the current orientation): it keeps the one whose sides the points hug best (least
     mean distance from each point to the nearest side; a minimum-area rectangle would be
     ambiguous for the L-shaped section of a box seen on two faces). The three planes are
-    visited ``rounds`` times, on at most ``max_points`` evenly strided points.
+    visited twice; the second visit only tries hull edges within ``_REFINE_DEG`` of the
+    first visit's answer.
+
+    Args:
+        points: ``(n, 3)`` centred points (the caller strides them to ``_AXIS_FIT_POINTS``).
+        axes: ``(3, 3)`` columns = the starting axes.
+
+    Returns:
+        ``(3, 3)`` the turned axes (a new array).
+
     """
-    sub = centred[::max(1, centred.shape[0] // max_points)]
     axes = axes.copy()
-    for i, j in ((0, 1), (1, 2), (0, 2)) * rounds:
-        flat = sub @ axes[:, [i, j]]  # (n, 2)
-        hull = cv2.convexHull(flat.astype(np.float32))[:, 0, :]
-        edges = np.diff(hull, axis=0, append=hull[:1])
-        angles = np.arctan2(edges[:, 1], edges[:, 0])
-        angles = (angles + np.pi / 4) % (np.pi / 2) - np.pi / 4  # sides 90 deg apart
-        steps = np.unique(np.round(angles / _ANGLE_STEP))  # one candidate per 0.1 deg
-        angles = np.append(steps, 0.0) * _ANGLE_STEP
-        c, s = np.cos(angles), np.sin(angles)
-        # Rows: every candidate's u direction, then every candidate's v direction.
-        uv = np.concatenate([np.stack([c, s], axis=1), np.stack([-s, c], axis=1)]) @ flat.T
-        lo, hi = uv.min(axis=1, keepdims=True), uv.max(axis=1, keepdims=True)
-        gap = 0.5 * (hi - lo) - np.abs(uv - 0.5 * (hi + lo))  # distance to the nearer side
-        count = angles.size
-        best = int(np.argmin(np.minimum(gap[:count], gap[count:]).sum(axis=1)))
-        c, s = c[best], s[best]
-        axes[:, i], axes[:, j] = c * axes[:, i] + s * axes[:, j], \
-            -s * axes[:, i] + c * axes[:, j]
+    n = points.shape[0]
+    u, v = np.empty(n), np.empty(n)
+    refine = np.radians(_REFINE_DEG)
+    for step in range(6):
+        i, j = (0, 1, 0)[step % 3], (1, 2, 2)[step % 3]
+        for k in range(n):
+            x, y, z = points[k, 0], points[k, 1], points[k, 2]
+            u[k] = x * axes[0, i] + y * axes[1, i] + z * axes[2, i]
+            v[k] = x * axes[0, j] + y * axes[1, j] + z * axes[2, j]
+        best, best_score = 0.0, _hug_score(u, v, 0.0)
+        angles = np.sort((_hull_edge_angles(u, v) + np.pi / 4) % (np.pi / 2) - np.pi / 4)
+        tried = -np.inf
+        for angle in angles:  # sides 90 deg apart; one candidate per _ANGLE_STEP_DEG
+            if angle - tried < np.radians(_ANGLE_STEP_DEG) or (step >= 3 and abs(angle) >= refine):
+                continue
+            tried = angle
+            score = _hug_score(u, v, angle)
+            if score < best_score:
+                best, best_score = angle, score
+        c, s = np.cos(best), np.sin(best)
+        for r in range(3):
+            a_i, a_j = axes[r, i], axes[r, j]
+            axes[r, i], axes[r, j] = c * a_i + s * a_j, -s * a_i + c * a_j
     return axes
+
+
+@njit('UniTuple(f8[:], 2)(f8[:, :], f8)', cache=True)
+def _trimmed_range(values, trim_fraction):
+    """Per-column ``trim_fraction`` and ``1 - trim_fraction`` order statistics of ``(n, k)``."""
+    last = values.shape[0] - 1
+    k_lo = int(np.round(trim_fraction * last))
+    lo, hi = np.empty(values.shape[1]), np.empty(values.shape[1])
+    for c in range(values.shape[1]):
+        part = np.partition(values[:, c].copy(), k_lo)  # part[k_lo:] holds the upper ones
+        lo[c] = part[k_lo]
+        hi[c] = np.partition(part[k_lo:], last - 2 * k_lo)[last - 2 * k_lo]
+    return lo, hi
+
+
+@njit('f8[:, :](f8[:, :], f8[:, :])', cache=True)
+def _project(points, axes):
+    """``points @ axes`` for ``(n, 3)`` points and ``(3, 3)`` axes (no BLAS in the kernels)."""
+    out = np.zeros((points.shape[0], 3))
+    for k in range(points.shape[0]):
+        for c in range(3):
+            for r in range(3):
+                out[k, c] += points[k, r] * axes[r, c]
+    return out
+
+
+@njit('Tuple((f8[:, :], b1[:], f8[:, :], f8[:], f8[:]))(f8[:, :], f8[:, :], f8[:, :], f8, f8)',
+      cache=True)
+def _oriented_box(points, core, axes, trim, margin):
+    """Fit the box: its axes, the rim points kept, trimmed extents (module docs, steps 5-6).
+
+    Args:
+        points: ``(n, 3)`` all kept points, minus the core points' mean.
+        core: ``(m, 3)`` core points (strided to about ``_FIT_POINTS``), minus their mean.
+        axes: ``(3, 3)`` principal axes of ``core``, columns longest first.
+        trim: fraction of the points trimmed at each end of each axis.
+        margin: metres a rim point may lie outside the core's trimmed box.
+
+    Returns:
+        ``(axes, inside, fit, lo, hi)``: the axes turned onto the box faces, columns longest
+        first; ``(n,)`` which points are kept; ``(k, 3)`` about ``_FIT_POINTS`` of the
+        kept points in those axes; their trimmed ``lo`` and ``hi`` ``(3,)`` along each axis.
+
+    """
+    axes = _fit_box_axes(core[::-(-core.shape[0] // _AXIS_FIT_POINTS)], axes)
+    lo, hi = _trimmed_range(_project(core, axes), trim)
+    order = np.argsort(lo - hi, kind='mergesort')  # longest first
+    axes, lo, hi = axes[:, order], lo[order], hi[order]
+    along = _project(points, axes)
+    inside = np.ones(points.shape[0], np.bool_)
+    for k in range(points.shape[0]):
+        for c in range(3):
+            if abs(along[k, c] - 0.5 * (hi[c] + lo[c])) > 0.5 * (hi[c] - lo[c]) + margin:
+                inside[k] = False
+    along = along[inside]
+    fit = along[::max(1, along.shape[0] // _FIT_POINTS)]
+    lo, hi = _trimmed_range(fit, trim)
+    order = np.argsort(lo - hi, kind='mergesort')  # the rim may change which side is longest
+    return axes[:, order], inside, fit[:, order], lo[order], hi[order]
 
 
 def _orient(axes, position):
@@ -355,20 +559,6 @@ def rotation_to_quaternion(rot: np.ndarray) -> np.ndarray:
     return -q if q[3] < 0 else q
 
 
-def _trimmed_range(values, trim_fraction):
-    """Per-column ``trim_fraction`` and ``1 - trim_fraction`` order statistics of ``(n, k)``."""
-    last = values.shape[0] - 1
-    k_lo = int(round(trim_fraction * last))
-    part = np.partition(values, [k_lo, last - k_lo], axis=0)
-    return part[k_lo], part[last - k_lo]
-
-
-def _median(values):
-    """Median (upper middle element) of a 1-D array, cheaper than ``np.median``."""
-    middle = values.size // 2
-    return float(np.partition(values, middle)[middle])
-
-
 def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_points,
                 cluster_bin_m, cluster_bin_rel, cluster_min_share,
                 trim_percent, max_points) -> ObjectGeometry:
@@ -376,16 +566,6 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
     if found is None:
         return _no_pose('empty mask')
     roi, r0, c0 = found
-    depth_roi = depth_m[r0:r0 + roi.shape[0], c0:c0 + roi.shape[1]]
-    rows, cols = np.nonzero(roi)
-    z_all = depth_roi[rows, cols]
-    valid = (z_all >= min_depth_m) & (z_all <= max_depth_m)
-    n_valid_all = int(np.count_nonzero(valid))
-    valid_fraction = n_valid_all / z_all.size
-    if n_valid_all == 0:
-        return _no_pose(f'no valid depth in mask (none in [{min_depth_m:g}, '
-                        f'{max_depth_m:g}] m)')
-
     core = roi
     if erode_px > 0:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * erode_px + 1,) * 2)
@@ -393,27 +573,18 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
                            borderValue=0).view(bool)
         if np.count_nonzero(eroded) >= min_points:
             core = eroded
-    if rows.size > max_points:  # an even subsample, in raster order, bounds the cost
-        step = -(-rows.size // max_points)
-        rows, cols, z, valid = rows[::step], cols[::step], z_all[::step], valid[::step]
-    else:
-        z = z_all
-    in_core = core[rows, cols] & valid
-    if not in_core.any():
-        in_core = valid
-    z_core = z[in_core]
-    bin_m = max(cluster_bin_m, cluster_bin_rel * _median(z_core))
-    near, far = _dominant_near_cluster(z_core, bin_m, cluster_min_share)
-    keep = valid & (z >= near) & (z <= far)
-    in_core = in_core[keep]
-    rows, cols, z = rows[keep], cols[keep], z[keep].astype(np.float64)
-    points = np.empty((z.size, 3), np.float64)
-    points[:, 0] = (cols + (c0 - intr.cx)) * z / intr.fx
-    points[:, 1] = (rows + (r0 - intr.cy)) * z / intr.fy
-    points[:, 2] = z
-    if z.size < min_points:
-        return _no_pose(f'too few points ({z.size} < {min_points})', z.size, valid_fraction,
-                        points.astype(np.float32))
+    depth_roi = depth_m[r0:r0 + roi.shape[0], c0:c0 + roi.shape[1]]
+    points, in_core, n_valid_all, n_mask = _object_points(
+        roi, core, depth_roi, (c0 - intr.cx) / intr.fx, (r0 - intr.cy) / intr.fy,
+        1.0 / intr.fx, 1.0 / intr.fy, min_depth_m, max_depth_m, max_points, cluster_bin_m,
+        cluster_bin_rel, cluster_min_share)
+    valid_fraction = n_valid_all / n_mask
+    if n_valid_all == 0:
+        return _no_pose(f'no valid depth in mask (none in [{min_depth_m:g}, '
+                        f'{max_depth_m:g}] m)')
+    if len(points) < min_points:
+        return _no_pose(f'too few points ({len(points)} < {min_points})', len(points),
+                        valid_fraction, points.astype(np.float32))
 
     trim = trim_percent / 100.0
     core_points = points[in_core] if np.count_nonzero(in_core) >= min_points else points
@@ -421,22 +592,12 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
     mean = core_points.mean(axis=0)
     centred = core_points - mean
     _, vecs = np.linalg.eigh(centred.T @ centred)  # ascending eigenvalues
-    axes = _fit_box_axes(centred, vecs[:, ::-1])
-    local = centred @ axes
-    lo, hi = _trimmed_range(local, trim)
-    order = np.argsort(lo - hi, kind='stable')  # longest first
-    axes, lo, hi = axes[:, order], lo[order], hi[order]
     # The rim the erosion removed belongs to the object where it lies within the eroded
     # width of the core's box; farther rim points are background the mask bled onto.
-    margin = (erode_px + 0.5) * _median(z) / min(intr.fx, intr.fy)
-    along = (points - mean) @ axes
-    inside = np.all(np.abs(along - 0.5 * (hi + lo)) <= 0.5 * (hi - lo) + margin, axis=1)
-    points, along = points[inside], along[inside]
-    fit = along[::max(1, len(along) // _FIT_POINTS)]
-    lo, hi = _trimmed_range(fit, trim)
-    order = np.argsort(lo - hi, kind='stable')
-    if np.any(order != np.arange(3)):  # the rim changed which side is longest
-        axes, fit, lo, hi = axes[:, order], fit[:, order], lo[order], hi[order]
+    margin = (erode_px + 0.5) * mean[2] / min(intr.fx, intr.fy)  # metres, at the mean depth
+    axes, inside, fit, lo, hi = _oriented_box(points - mean, centred, vecs[:, ::-1], trim,
+                                              margin)
+    points = points[inside]
     shape = 'box'
     position = mean + axes @ ((lo + hi) / 2.0)
     extents = hi - lo
@@ -469,18 +630,50 @@ def _cylinder(local, lo, hi, trim):
     side = (local[:, 0] > lo[0] + _CAP_BAND * length) & (local[:, 0] < hi[0] - _CAP_BAND * length)
     if np.count_nonzero(side) < 20:
         return None
-    fitted = _fit_cylinder(local[side])
-    if fitted is None:
+    side = local[side]
+    fitted = _fit_cylinder(side[::-(-len(side) // _CYLINDER_FIT_POINTS)])
+    if not np.isfinite(fitted[0]):
         return None
-    origin, axis, radius, rms, span = fitted
+    radius, rms, span = fitted[4:]
+    origin = np.array([0.0, fitted[0], fitted[1]])
+    axis = np.array([1.0, fitted[2], fitted[3]])
+    axis /= np.linalg.norm(axis)
     width = float(np.max(hi[1:] - lo[1:]))
     if not (rms < _CIRCLE_MAX_RMS * radius and span >= np.radians(_CIRCLE_MIN_SPAN_DEG)
             and 0.7 * width <= 2.0 * radius <= 1.3 * width and 2.0 * radius < length):
         return None
-    t_lo, t_hi = _trimmed_range((local - origin) @ axis, trim)
-    return axis, origin + axis * (0.5 * (t_lo + t_hi)), float(t_hi - t_lo), 2.0 * radius
+    t_lo, t_hi = _trimmed_range(((local - origin) @ axis)[:, None], trim)
+    centre = origin + axis * (0.5 * (t_lo[0] + t_hi[0]))
+    return axis, centre, float(t_hi[0] - t_lo[0]), 2.0 * radius
 
 
+@njit('f8[:](f8[:, :], f8[:])', cache=True)
+def _solve(a, b):
+    """Solve the small square system ``a x = b`` (Gaussian elimination, partial pivoting).
+
+    Returns:
+        ``x``, all NaN when ``a`` is singular. ``a`` and ``b`` are overwritten.
+
+    """
+    n = b.size
+    for col in range(n):
+        pivot = col + np.argmax(np.abs(a[col:, col]))
+        if abs(a[pivot, col]) < 1e-300:
+            return np.full(n, np.nan)
+        for c in range(n):
+            a[col, c], a[pivot, c] = a[pivot, c], a[col, c]
+        b[col], b[pivot] = b[pivot], b[col]
+        for r in range(col + 1, n):
+            f = a[r, col] / a[col, col]
+            a[r, col:] -= f * a[col, col:]
+            b[r] -= f * b[col]
+    x = np.empty(n)
+    for r in range(n - 1, -1, -1):
+        x[r] = (b[r] - np.sum(a[r, r + 1:] * x[r + 1:])) / a[r, r]
+    return x
+
+
+@njit('f8[:](f8[:, :])', cache=True)
 def _fit_cylinder(points):
     """Fit a cylinder whose axis is near the x axis to ``(n, 3)`` points.
 
@@ -492,38 +685,48 @@ def _fit_cylinder(points):
     the visible half of the cylinder pulls off its true axis.
 
     Returns:
-        ``(origin, axis, radius, rms, span)``: the axis' point at ``x = 0`` and its unit
-        direction ``(3,)``, the radius and rms residual in metres, and the angle in radians
-        the fitted points span around the axis; or ``None`` for a degenerate fit.
+        ``(7,)``: the axis' ``y, z`` at ``x = 0``, its tilt ``dy/dx, dz/dx``, the radius and
+        rms residual in metres, and the angle in radians the fitted points span around the
+        axis; all NaN for a degenerate fit (e.g. collinear points).
 
     """
+    n = points.shape[0]
     x, y, z = points[:, 0], points[:, 1], points[:, 2]
-    design = np.stack([2.0 * y, 2.0 * z, np.ones_like(y)], axis=1)
-    try:
-        sol = np.linalg.solve(design.T @ design, design.T @ (y * y + z * z))
-        cy, cz = sol[0], sol[1]
-        radius = np.sqrt(max(sol[2] + cy * cy + cz * cz, 1e-12))
-        resid = np.abs(np.hypot(y - cy, z - cz) - radius)
-        k = int(0.8 * (resid.size - 1))
-        kept = resid <= np.partition(resid, k)[k]
-        x, y, z = x[kept], y[kept], z[kept]
-        params = np.array([cy, cz, 0.0, 0.0, radius])  # axis y, z at x = 0; dy/dx, dz/dx; r
-        for _ in range(3):
-            dy, dz = y - params[0] - params[2] * x, z - params[1] - params[3] * x
-            dist = np.maximum(np.hypot(dy, dz), 1e-12)
+    normal = np.zeros((3, 3))
+    rhs = np.zeros(3)
+    for k in range(n):
+        row = (2.0 * y[k], 2.0 * z[k], 1.0)
+        for a in range(3):
+            rhs[a] += row[a] * (y[k] * y[k] + z[k] * z[k])
+            for b in range(3):
+                normal[a, b] += row[a] * row[b]
+    sol = _solve(normal, rhs)
+    radius = np.sqrt(max(sol[2] + sol[0] * sol[0] + sol[1] * sol[1], 1e-12))
+    resid = np.abs(np.hypot(y - sol[0], z - sol[1]) - radius)
+    kept = resid <= np.partition(resid, int(0.8 * (n - 1)))[int(0.8 * (n - 1))]
+    x, y, z = x[kept], y[kept], z[kept]
+    params = np.array([sol[0], sol[1], 0.0, 0.0, radius])  # y, z at x = 0; dy/dx, dz/dx; r
+    for _ in range(3):
+        normal = np.zeros((5, 5))
+        rhs = np.zeros(5)
+        for k in range(x.size):
+            dy = y[k] - params[0] - params[2] * x[k]
+            dz = z[k] - params[1] - params[3] * x[k]
+            dist = max(np.hypot(dy, dz), 1e-12)
             ey, ez = dy / dist, dz / dist
-            # Minus the Jacobian of dist - r with respect to the parameters.
-            jac = np.stack([ey, ez, ey * x, ez * x, np.ones_like(x)], axis=1)
-            params += np.linalg.solve(jac.T @ jac, jac.T @ (dist - params[4]))
-    except np.linalg.LinAlgError:  # collinear points: no circle
-        return None
+            row = (ey, ez, ey * x[k], ez * x[k], 1.0)  # minus the gradient of dist - r
+            for a in range(5):
+                rhs[a] += row[a] * (dist - params[4])
+                for b in range(5):
+                    normal[a, b] += row[a] * row[b]
+        params += _solve(normal, rhs)
+    out = np.full(7, np.nan)
     if not np.all(np.isfinite(params)):
-        return None
+        return out
     dy, dz = y - params[0] - params[2] * x, z - params[1] - params[3] * x
-    radius = abs(float(params[4]))
-    rms = float(np.sqrt(np.mean((np.hypot(dy, dz) - radius) ** 2)))
+    out[:4] = params[:4]
+    out[4] = abs(params[4])
+    out[5] = np.sqrt(np.mean((np.hypot(dy, dz) - out[4]) ** 2))
     angle = np.sort(np.arctan2(dz, dy))
-    largest_gap = max(float(np.max(np.diff(angle))), float(angle[0] + 2.0 * np.pi - angle[-1]))
-    axis = np.array([1.0, params[2], params[3]])
-    return (np.array([0.0, params[0], params[1]]), axis / np.linalg.norm(axis), radius, rms,
-            2.0 * np.pi - largest_gap)
+    out[6] = 2.0 * np.pi - max(np.max(np.diff(angle)), angle[0] + 2.0 * np.pi - angle[-1])
+    return out
