@@ -108,8 +108,9 @@ def test_numba_kernels_give_what_their_python_source_gives(scenes):
         args = (points - core_points.mean(axis=0), centred, vecs[:, ::-1], 0.005, 0.003)
         box = pose._oriented_box(*args)
         _assert_same(box, pose._oriented_box.py_func(*args))
-        fit = box[2][::3]
-        _assert_same([pose._fit_cylinder(fit)], [pose._fit_cylinder.py_func(fit)])
+        fit, lo, hi = box[2:]
+        _assert_same([pose._fit_cylinder(fit, lo[0], hi[0])],
+                     [pose._fit_cylinder.py_func(fit, lo[0], hi[0])])
 
 
 def test_cylinder_is_recognised_and_box_is_not(scenes):

@@ -626,22 +626,17 @@ def _cylinder(local, lo, hi, trim):
         ``(3,)`` in object coordinates, lengths in metres; or ``None`` for a box.
 
     """
-    length = hi[0] - lo[0]
-    side = (local[:, 0] > lo[0] + _CAP_BAND * length) & (local[:, 0] < hi[0] - _CAP_BAND * length)
-    if np.count_nonzero(side) < 20:
-        return None
-    side = local[side]
-    fitted = _fit_cylinder(side[::-(-len(side) // _CYLINDER_FIT_POINTS)])
+    fitted = _fit_cylinder(local, lo[0], hi[0])
     if not np.isfinite(fitted[0]):
         return None
     radius, rms, span = fitted[4:]
+    width = max(hi[1] - lo[1], hi[2] - lo[2])
+    if not (rms < _CIRCLE_MAX_RMS * radius and span >= np.radians(_CIRCLE_MIN_SPAN_DEG)
+            and 0.7 * width <= 2.0 * radius <= 1.3 * width and 2.0 * radius < hi[0] - lo[0]):
+        return None
     origin = np.array([0.0, fitted[0], fitted[1]])
     axis = np.array([1.0, fitted[2], fitted[3]])
     axis /= np.linalg.norm(axis)
-    width = float(np.max(hi[1:] - lo[1:]))
-    if not (rms < _CIRCLE_MAX_RMS * radius and span >= np.radians(_CIRCLE_MIN_SPAN_DEG)
-            and 0.7 * width <= 2.0 * radius <= 1.3 * width and 2.0 * radius < length):
-        return None
     t_lo, t_hi = _trimmed_range(((local - origin) @ axis)[:, None], trim)
     centre = origin + axis * (0.5 * (t_lo[0] + t_hi[0]))
     return axis, centre, float(t_hi[0] - t_lo[0]), 2.0 * radius
@@ -673,9 +668,13 @@ def _solve(a, b):
     return x
 
 
-@njit('f8[:](f8[:, :])', cache=True)
-def _fit_cylinder(points):
-    """Fit a cylinder whose axis is near the x axis to ``(n, 3)`` points.
+@njit('f8[:](f8[:, :], f8, f8)', cache=True)
+def _fit_cylinder(local, x_lo, x_hi):
+    """Fit a cylinder whose axis is near the x axis to the side points of ``local``.
+
+    The side points are those of ``local`` ``(n, 3)`` away from the two ends ``x_lo`` and
+    ``x_hi`` (``_CAP_BAND`` of the length at each end, so a visible cap is left out), at
+    most ``_CYLINDER_FIT_POINTS`` of them (evenly strided).
 
     An algebraic (Kasa) circle fit to the points' ``(y, z)`` starts (the axis along x); the
     20 % of points farthest from that circle are dropped; three Gauss-Newton steps of the
@@ -687,9 +686,15 @@ def _fit_cylinder(points):
     Returns:
         ``(7,)``: the axis' ``y, z`` at ``x = 0``, its tilt ``dy/dx, dz/dx``, the radius and
         rms residual in metres, and the angle in radians the fitted points span around the
-        axis; all NaN for a degenerate fit (e.g. collinear points).
+        axis; all NaN for fewer than 20 side points or a degenerate fit (e.g. collinear
+        points).
 
     """
+    band = _CAP_BAND * (x_hi - x_lo)
+    points = local[(local[:, 0] > x_lo + band) & (local[:, 0] < x_hi - band)]
+    if points.shape[0] < 20:
+        return np.full(7, np.nan)
+    points = points[::-(-points.shape[0] // _CYLINDER_FIT_POINTS)]
     n = points.shape[0]
     x, y, z = points[:, 0], points[:, 1], points[:, 2]
     normal = np.zeros((3, 3))
