@@ -113,6 +113,17 @@ def test_numba_kernels_give_what_their_python_source_gives(scenes):
                      [pose._fit_cylinder.py_func(fit, lo[0], hi[0])])
 
 
+def test_trimmed_range_is_the_order_statistics():
+    rng = np.random.default_rng(0)
+    for n, trim in ((1200, 0.005), (1700, 0.01), (3000, 0.1), (50, 0.2), (7, 0.0), (1, 0.005)):
+        values = np.round(rng.normal(size=(n, 3)), 2)  # ties included
+        lo, hi = pose._trimmed_range(values, trim)
+        k = int(round(trim * (n - 1)))
+        part = np.partition(values, [k, n - 1 - k], axis=0)
+        np.testing.assert_array_equal(lo, part[k])
+        np.testing.assert_array_equal(hi, part[n - 1 - k])
+
+
 def test_cylinder_is_recognised_and_box_is_not(scenes):
     for i, scene in enumerate(scenes):
         for noisy in (False, True):

@@ -77,6 +77,7 @@ _AXIS_FIT_POINTS = 200
 _FIT_POINTS = 1200
 _REFINE_DEG = 5.0
 _ANGLE_STEP_DEG = 0.1
+_TRIM_BUFFER = 16
 _CYLINDER_FIT_POINTS = 400
 _CAP_BAND = 0.15
 _CIRCLE_MAX_RMS = 0.07
@@ -463,14 +464,37 @@ def _fit_box_axes(points, axes):
 
 @njit('UniTuple(f8[:], 2)(f8[:, :], f8)', cache=True)
 def _trimmed_range(values, trim_fraction):
-    """Per-column ``trim_fraction`` and ``1 - trim_fraction`` order statistics of ``(n, k)``."""
+    """Per-column ``trim_fraction`` and ``1 - trim_fraction`` order statistics of ``(n, k)``.
+
+    For the usual small trims one pass keeps the few smallest and largest values in sorted
+    buffers; larger trims partition.
+    """
     last = values.shape[0] - 1
     k_lo = int(np.round(trim_fraction * last))
     lo, hi = np.empty(values.shape[1]), np.empty(values.shape[1])
     for c in range(values.shape[1]):
-        part = np.partition(values[:, c].copy(), k_lo)  # part[k_lo:] holds the upper ones
-        lo[c] = part[k_lo]
-        hi[c] = np.partition(part[k_lo:], last - 2 * k_lo)[last - 2 * k_lo]
+        if k_lo > _TRIM_BUFFER:
+            part = np.partition(values[:, c].copy(), k_lo)  # part[k_lo:] holds the upper ones
+            lo[c] = part[k_lo]
+            hi[c] = np.partition(part[k_lo:], last - 2 * k_lo)[last - 2 * k_lo]
+            continue
+        smallest = np.full(k_lo + 1, np.inf)  # ascending
+        largest = np.full(k_lo + 1, -np.inf)  # descending
+        for i in range(values.shape[0]):
+            x = values[i, c]
+            if x < smallest[k_lo]:
+                j = k_lo
+                while j > 0 and smallest[j - 1] > x:
+                    smallest[j] = smallest[j - 1]
+                    j -= 1
+                smallest[j] = x
+            if x > largest[k_lo]:
+                j = k_lo
+                while j > 0 and largest[j - 1] < x:
+                    largest[j] = largest[j - 1]
+                    j -= 1
+                largest[j] = x
+        lo[c], hi[c] = smallest[k_lo], largest[k_lo]
     return lo, hi
 
 
