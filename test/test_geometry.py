@@ -105,7 +105,7 @@ def test_numba_kernels_give_what_their_python_source_gives(scenes):
         _assert_same([np.sort(pose._hull_edge_angles(u, v))],
                      [np.sort(pose._hull_edge_angles.py_func(u, v))])
         assert pose._hug_score(u, v, 0.3) == pytest.approx(pose._hug_score.py_func(u, v, 0.3))
-        args = (points - core_points.mean(axis=0), centred, vecs[:, ::-1], 0.005, 0.003)
+        args = (points, centred, core_points.mean(axis=0), vecs[:, ::-1], 0.005, 0.003)
         box = pose._oriented_box(*args)
         _assert_same(box, pose._oriented_box.py_func(*args))
         fit, lo, hi = box[2:]

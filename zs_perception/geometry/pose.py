@@ -509,29 +509,30 @@ def _project(points, axes):
     return out
 
 
-@njit('Tuple((f8[:, :], b1[:], f8[:, :], f8[:], f8[:]))(f8[:, :], f8[:, :], f8[:, :], f8, f8)',
-      cache=True)
-def _oriented_box(points, core, axes, trim, margin):
+@njit('Tuple((f8[:, :], f8[:, :], f8[:, :], f8[:], f8[:]))(f8[:, :], f8[:, :], f8[:], '
+      'f8[:, :], f8, f8)', cache=True)
+def _oriented_box(points, core, mean, axes, trim, margin):
     """Fit the box: its axes, the rim points kept, trimmed extents (module docs, steps 5-6).
 
     Args:
-        points: ``(n, 3)`` all kept points, minus the core points' mean.
-        core: ``(m, 3)`` core points (strided to about ``_FIT_POINTS``), minus their mean.
+        points: ``(n, 3)`` all kept points.
+        core: ``(m, 3)`` core points (strided to about ``_FIT_POINTS``), minus ``mean``.
+        mean: ``(3,)`` the core points' mean.
         axes: ``(3, 3)`` principal axes of ``core``, columns longest first.
         trim: fraction of the points trimmed at each end of each axis.
         margin: metres a rim point may lie outside the core's trimmed box.
 
     Returns:
-        ``(axes, inside, fit, lo, hi)``: the axes turned onto the box faces, columns longest
-        first; ``(n,)`` which points are kept; ``(k, 3)`` about ``_FIT_POINTS`` of the
-        kept points in those axes; their trimmed ``lo`` and ``hi`` ``(3,)`` along each axis.
+        ``(axes, points, fit, lo, hi)``: the axes turned onto the box faces, columns longest
+        first; the ``(k, 3)`` points kept; about ``_FIT_POINTS`` of them minus ``mean``, in
+        those axes; their trimmed ``lo`` and ``hi`` ``(3,)`` along each axis.
 
     """
     axes = _fit_box_axes(core[::-(-core.shape[0] // _AXIS_FIT_POINTS)], axes)
     lo, hi = _trimmed_range(_project(core, axes), trim)
     order = np.argsort(lo - hi, kind='mergesort')  # longest first
     axes, lo, hi = axes[:, order], lo[order], hi[order]
-    along = _project(points, axes)
+    along = _project(points - mean, axes)
     inside = np.ones(points.shape[0], np.bool_)
     for k in range(points.shape[0]):
         for c in range(3):
@@ -541,7 +542,7 @@ def _oriented_box(points, core, axes, trim, margin):
     fit = along[::max(1, along.shape[0] // _FIT_POINTS)]
     lo, hi = _trimmed_range(fit, trim)
     order = np.argsort(lo - hi, kind='mergesort')  # the rim may change which side is longest
-    return axes[:, order], inside, fit[:, order], lo[order], hi[order]
+    return axes[:, order], points[inside], fit[:, order], lo[order], hi[order]
 
 
 def _orient(axes, position):
@@ -619,9 +620,8 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
     # The rim the erosion removed belongs to the object where it lies within the eroded
     # width of the core's box; farther rim points are background the mask bled onto.
     margin = (erode_px + 0.5) * mean[2] / min(intr.fx, intr.fy)  # metres, at the mean depth
-    axes, inside, fit, lo, hi = _oriented_box(points - mean, centred, vecs[:, ::-1], trim,
+    axes, points, fit, lo, hi = _oriented_box(points, centred, mean, vecs[:, ::-1], trim,
                                               margin)
-    points = points[inside]
     shape = 'box'
     position = mean + axes @ ((lo + hi) / 2.0)
     extents = hi - lo
