@@ -17,6 +17,7 @@ setup(
                            exclude=['zs_perception.ros', 'zs_perception.ros.*']),
     install_requires=[
         'numpy',
+        'numba',
         'opencv-python-headless',
         'torch',
         'torchvision',
