@@ -179,6 +179,23 @@ class ClipSegRunner:
         return resized[:, 0].sigmoid_()
 
 
+THRESHOLDS = ('threshold', 'min_area_px', 'max_objects')
+
+
+def check_thresholds(**kwargs) -> None:
+    """Raise ValueError unless each of ``kwargs`` is a valid run-time threshold.
+
+    ``threshold`` in ``[0, 1]``; ``min_area_px`` and ``max_objects`` integers ``>= 0``.
+    """
+    for name, value in kwargs.items():
+        if name not in THRESHOLDS:
+            raise ValueError(f'Unknown threshold {name!r}; expected one of {THRESHOLDS}.')
+        if name == 'threshold' and not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f'threshold must be in [0, 1], got {value!r}.')
+        if name != 'threshold' and (int(value) != value or value < 0):
+            raise ValueError(f'{name} must be an integer >= 0, got {value!r}.')
+
+
 class ClipSegSegmenter(Segmenter):
     """CLIPSeg with text and image prompts; instances are connected components.
 
@@ -192,8 +209,6 @@ class ClipSegSegmenter(Segmenter):
     ``set_prompts``, ``segment`` and ``set_thresholds`` may be called from
     different threads; they run one at a time.
     """
-
-    THRESHOLDS = ('threshold', 'min_area_px', 'max_objects')
 
     def __init__(self, runner: ClipSegRunner, threshold: float = 0.4, min_area_px: int = 100,
                  max_objects: int = 20):
@@ -221,14 +236,7 @@ class ClipSegSegmenter(Segmenter):
 
     def set_thresholds(self, **kwargs) -> None:
         """Change ``threshold`` (0..1), ``min_area_px`` (>= 0) and/or ``max_objects`` (>= 0)."""
-        for name, value in kwargs.items():
-            if name not in self.THRESHOLDS:
-                raise ValueError(f'{type(self).__name__} has no threshold {name!r}; '
-                                 f'expected one of {self.THRESHOLDS}.')
-            if name == 'threshold' and not 0.0 <= float(value) <= 1.0:
-                raise ValueError(f'threshold must be in [0, 1], got {value!r}.')
-            if name != 'threshold' and (int(value) != value or value < 0):
-                raise ValueError(f'{name} must be an integer >= 0, got {value!r}.')
+        check_thresholds(**kwargs)
         with self._lock:
             super().set_thresholds(**kwargs)
 

@@ -3,7 +3,8 @@
 import logging
 
 from zs_perception.segmentation.base import Segmenter
-from zs_perception.segmentation.clipseg import ClipSegRunner, ClipSegSegmenter
+from zs_perception.segmentation.clipseg import check_thresholds, ClipSegRunner
+from zs_perception.segmentation.clipseg import ClipSegSegmenter
 from zs_perception.segmentation.device import resolve_device, resolve_dtype
 from zs_perception.segmentation.loading import DEFAULT_CLIPSEG_MODEL, load_clipseg, load_sam
 from zs_perception.segmentation.sam import ClipSegSamSegmenter, SamRefiner
@@ -55,6 +56,7 @@ def create_segmenter(backend: str = 'clipseg', *, clipseg_model: str = DEFAULT_C
     torch_device = resolve_device(device)
     dtype = resolve_dtype(precision, torch_device)
     thresholds = {'threshold': threshold, 'min_area_px': min_area_px, 'max_objects': max_objects}
+    check_thresholds(**thresholds)  # before the slow model loading
     sam = None
     if backend == 'clipseg_sam':
         # SAM first: its checkpoint is the setting most often missing; fail before the slow part.
