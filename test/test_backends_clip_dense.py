@@ -1,6 +1,5 @@
 """clip_dense: similarity equals a direct MaskCLIP computation; prompts and bad input."""
 
-from helpers_backends import backend_models  # noqa: F401 (pytest fixture)
 import numpy as np
 import pytest
 import torch
@@ -12,13 +11,13 @@ from zs_perception.segmentation.clip_dense import ClipDenseSegmenter
 
 
 @pytest.fixture(scope='module')
-def seg(backend_models):  # noqa: F811
+def seg(backend_models):
     return ClipDenseSegmenter.from_settings(clip_model=backend_models['clip'], device='cpu',
                                             threshold=0.0, min_area_px=0,
                                             allow_random_weights=True)
 
 
-def _reference_probabilities(seg, backend_models, image, texts):  # noqa: F811
+def _reference_probabilities(seg, backend_models, image, texts):
     """Compute MaskCLIP by hand: the last attention layer replaced by its value path."""
     runner, model = seg.runner, seg.runner.model
     height, width = image.shape[:2]
@@ -51,7 +50,7 @@ def _reference_probabilities(seg, backend_models, image, texts):  # noqa: F811
                          align_corners=False)[0].numpy()
 
 
-def test_probabilities_equal_direct_computation(seg, backend_models):  # noqa: F811
+def test_probabilities_equal_direct_computation(seg, backend_models):
     image = np.random.default_rng(7).integers(0, 256, (120, 160, 3), dtype=np.uint8)
     texts = ['mug', 'chair']
     seg.set_prompts(texts)

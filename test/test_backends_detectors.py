@@ -1,7 +1,6 @@
 """OWLv2 / Grounding DINO detectors: parity with the transformers usage, caching, loading."""
 
 from benchmarks.bench_backends import reference_detect
-from helpers_backends import backend_models  # noqa: F401 (pytest fixture)
 import numpy as np
 import pytest
 import torch
@@ -23,7 +22,7 @@ def image():
 
 
 @pytest.mark.parametrize('name', ['owlv2', 'grounding_dino'])
-def test_detections_equal_transformers_post_processing(name, backend_models, image):  # noqa: F811
+def test_detections_equal_transformers_post_processing(name, backend_models, image):
     detector = load_detector(name, backend_models[name], CPU, torch.float32,
                              allow_random_weights=True)
     processor_cls, model_cls = _HF[name]
@@ -41,7 +40,7 @@ def test_detections_equal_transformers_post_processing(name, backend_models, ima
     assert ours.prompt_indices.min() >= 0 and ours.prompt_indices.max() < len(TEXTS)
 
 
-def test_owlv2_encodes_each_phrase_once(backend_models, image):  # noqa: F811
+def test_owlv2_encodes_each_phrase_once(backend_models, image):
     detector = load_detector('owlv2', backend_models['owlv2'], CPU, torch.float32, True)
     calls = []
     handle = detector.model.owlv2.text_model.register_forward_hook(
@@ -57,7 +56,7 @@ def test_owlv2_encodes_each_phrase_once(backend_models, image):  # noqa: F811
     assert first.prompt_indices.max() <= 1 and second.prompt_indices.max() <= 2
 
 
-def test_grounding_dino_reuses_text_backbone(backend_models, image):  # noqa: F811
+def test_grounding_dino_reuses_text_backbone(backend_models, image):
     detector = load_detector('grounding_dino', backend_models['grounding_dino'], CPU,
                              torch.float32, True)
     calls = []
@@ -74,7 +73,7 @@ def test_grounding_dino_reuses_text_backbone(backend_models, image):  # noqa: F8
     assert torch.equal(a.scores, b.scores)
 
 
-def test_grounding_dino_phrase_of_each_token(backend_models):  # noqa: F811
+def test_grounding_dino_phrase_of_each_token(backend_models):
     detector = load_detector('grounding_dino', backend_models['grounding_dino'], CPU,
                              torch.float32, True)
     assert GroundingDinoDetector.caption(['Red Mug ', 'drill']) == 'red mug. drill.'
@@ -85,7 +84,7 @@ def test_grounding_dino_phrase_of_each_token(backend_models):  # noqa: F811
                                          ('drill', 1), ('.', -1), ('[SEP]', -1)]
 
 
-def test_loading_errors_say_what_and_how(backend_models, tmp_path):  # noqa: F811
+def test_loading_errors_say_what_and_how(backend_models, tmp_path):
     with pytest.raises(ModelLoadError, match='RANDOM'):
         load_detector('owlv2', backend_models['owlv2'], CPU, torch.float32)
     with pytest.raises(ModelLoadError, match="'clip' model, not the 'owlv2'"):

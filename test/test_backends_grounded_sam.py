@@ -3,7 +3,6 @@
 from pathlib import Path
 
 from benchmarks.bench_backends import reference_detect, reference_sam_masks
-from helpers_backends import backend_models  # noqa: F401 (pytest fixture)
 import numpy as np
 import pytest
 from segment_anything import SamPredictor
@@ -16,7 +15,7 @@ from zs_perception.segmentation.prompting import prompt_key
 TEXTS = ['mug', 'keyboard', 'chair']
 
 
-def _make(backend_models, tiny_models, detector, **kw):  # noqa: F811
+def _make(backend_models, tiny_models, detector, **kw):
     return GroundedSamSegmenter.from_settings(
         detector=detector, detector_model=backend_models[detector],
         sam_checkpoint=str(Path(tiny_models) / 'sam_tiny.pth'), sam_model_type='tiny',
@@ -32,7 +31,7 @@ def image():
 
 
 @pytest.mark.parametrize('detector', ['owlv2', 'grounding_dino'])
-def test_masks_equal_reference_grounded_sam(detector, backend_models, tiny_models,  # noqa: F811
+def test_masks_equal_reference_grounded_sam(detector, backend_models, tiny_models,
                                             image):
     seg = _make(backend_models, tiny_models, detector, threshold=0.0, min_area_px=0,
                 max_objects=5, nms_iou=1.0)
@@ -59,19 +58,19 @@ def test_masks_equal_reference_grounded_sam(detector, backend_models, tiny_model
         assert inst.label in TEXTS and TEXTS[inst.prompt_index] == inst.label
 
 
-def _processor(detector, backend_models):  # noqa: F811
+def _processor(detector, backend_models):
     from transformers import GroundingDinoProcessor, Owlv2Processor
     cls = Owlv2Processor if detector == 'owlv2' else GroundingDinoProcessor
     return cls.from_pretrained(backend_models[detector])
 
 
-def _model(detector, backend_models):  # noqa: F811
+def _model(detector, backend_models):
     from transformers import GroundingDinoForObjectDetection, Owlv2ForObjectDetection
     cls = Owlv2ForObjectDetection if detector == 'owlv2' else GroundingDinoForObjectDetection
     return cls.from_pretrained(backend_models[detector]).eval()
 
 
-def test_prompts_thresholds_and_bad_input(backend_models, tiny_models, image):  # noqa: F811
+def test_prompts_thresholds_and_bad_input(backend_models, tiny_models, image):
     seg = _make(backend_models, tiny_models, 'owlv2', threshold=0.0, min_area_px=0,
                 max_objects=3)
     assert seg.segment(image).instances == []  # no prompts: no objects
@@ -95,7 +94,7 @@ def test_prompts_thresholds_and_bad_input(backend_models, tiny_models, image):  
         seg.segment(image[..., 0])
 
 
-def test_text_encoded_once_per_goal(backend_models, tiny_models, image):  # noqa: F811
+def test_text_encoded_once_per_goal(backend_models, tiny_models, image):
     seg = _make(backend_models, tiny_models, 'owlv2', threshold=0.0, min_area_px=0)
     calls = []
     handle = seg.detector.model.owlv2.text_model.register_forward_hook(

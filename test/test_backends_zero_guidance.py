@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-from helpers_backends import backend_models  # noqa: F401 (pytest fixture)
 import numpy as np
 import pytest
 
@@ -10,7 +9,7 @@ from zs_perception.segmentation.zero_guidance import _touching_groups, ZeroGuida
 
 
 @pytest.fixture(scope='module')
-def seg(backend_models, tiny_models):  # noqa: F811
+def seg(backend_models, tiny_models):
     seg = ZeroGuidanceSegmenter.from_settings(
         sam_checkpoint=str(Path(tiny_models) / 'sam_tiny.pth'), sam_model_type='tiny',
         clip_model=backend_models['clip'], vocabulary=['mug', 'chair', 'floor'], device='cpu',

@@ -55,9 +55,12 @@ def _frames(rgb, n, seed):
 
 
 def test_unknown_backend_lists_valid_names(tiny_models):
-    with pytest.raises(ValueError, match='clipseg_sam'):
+    with pytest.raises(ValueError) as err:
         _make(tiny_models, 'segformer')
-    assert BACKENDS == ('clipseg', 'clipseg_sam')
+    assert set(BACKENDS) == {'clipseg', 'clipseg_sam', 'grounded_sam', 'zero_guidance',
+                             'clip_dense'}
+    for name in BACKENDS:
+        assert name in str(err.value)
 
 
 @pytest.mark.parametrize('bad', [
@@ -267,3 +270,33 @@ def test_find_instances_components_area_and_mean_score():
     assert np.array_equal(peaks[0], [10, 10])
     assert len(find_instances(probs, ['a', 'b'], 0.5, 10, 1)[0]) == 1
     assert find_instances(probs, ['a', 'b'], 0.95, 1, 10)[0][0].mask.sum() == 1
+
+
+@pytest.mark.parametrize('backend, settings', [
+    ('grounded_sam', {'detector': 'owlv2'}),
+    ('grounded_sam', {'detector': 'grounding_dino'}),
+    ('zero_guidance', {'vocabulary': 'mug, chair, floor'}),
+    ('clip_dense', {}),
+])
+def test_factory_builds_every_backend_from_node_settings(tiny_models, backend_models, backend,
+                                                         settings):
+    from zs_perception.segmentation.base import SegmentationResult
+
+    if backend == 'grounded_sam':
+        settings['detector_model'] = str(backend_models[settings['detector']])
+    else:
+        settings['clip_model'] = str(backend_models['clip'])
+    seg = _make(tiny_models, backend, threshold=0.0, min_area_px=0, **settings)
+    assert seg.needs_prompts == (backend != 'zero_guidance')
+    image = np.full((96, 128, 3), 90, np.uint8)
+    image[20:60, 30:90] = (220, 30, 30)
+    if backend == 'zero_guidance':
+        seg.points_per_side = 2  # keep the tiny model fast; random SAM masks are low quality
+        seg.set_thresholds(mask_quality_iou=0.0, stability_iou=0.0)
+        assert seg.segment(image).instances, 'zero_guidance found nothing without a goal'
+    seg.set_prompts(['mug', 'chair'])
+    result = seg.segment(image)
+    assert isinstance(result, SegmentationResult)
+    for inst in result.instances:
+        assert inst.mask.shape == image.shape[:2] and inst.mask.dtype == bool
+        assert inst.label in ('mug', 'chair') and 0.0 <= inst.score <= 1.0

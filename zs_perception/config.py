@@ -11,16 +11,16 @@ import math
 import re
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from zs_perception.segmentation.factory import BACKENDS
+
 # Settings handed to ``zs_perception.segmentation.factory.create_segmenter``.
 ENGINE_SETTINGS = (
     'clipseg_model', 'sam_checkpoint', 'sam_model_type', 'device', 'precision',
     'threshold', 'min_area_px', 'max_objects', 'allow_random_weights',
+    'detector', 'detector_model', 'clip_model', 'vocabulary',
 )
 # Engine settings that the segmenter accepts at run time through ``set_thresholds``.
 LIVE_ENGINE_SETTINGS = ('threshold', 'min_area_px', 'max_objects')
-
-# Used only when the segmentation factory does not list its backends.
-_FALLBACK_BACKENDS = ('clipseg', 'clipseg_sam')
 
 
 @dataclass(frozen=True)
@@ -61,27 +61,12 @@ class ParameterSpec:
         return f'a {self.kind.__name__}'
 
 
-def backend_choices() -> Tuple[str, ...]:
-    """Return the backend names the segmentation factory can build.
-
-    Read from ``zs_perception.segmentation.factory.BACKENDS`` when the factory
-    defines it, so new backends become valid without editing this table.
-    """
-    try:
-        from zs_perception.segmentation import factory
-    except ImportError:
-        return _FALLBACK_BACKENDS
-    names = getattr(factory, 'BACKENDS', None)
-    if not names:
-        return _FALLBACK_BACKENDS
-    return tuple(sorted(names))
-
-
 PARAMETERS = (
     ParameterSpec(
         'backend', 'clipseg', str,
-        "Segmentation backend: 'clipseg' (CLIPSeg masks) or 'clipseg_sam' (CLIPSeg objects "
-        'redrawn by Segment Anything; needs sam_checkpoint).'),
+        'Segmentation backend: ' + '; '.join(f"'{name}': {what}"
+                                             for name, what in BACKENDS.items()) + '.',
+        choices=tuple(BACKENDS)),
     ParameterSpec(
         'clipseg_model', 'CIDAS/clipseg-rd64-refined', str,
         'CLIPSeg weights: a local directory saved with save_pretrained, or a Hugging Face '
@@ -95,6 +80,22 @@ PARAMETERS = (
         "Segment Anything architecture matching sam_checkpoint ('tiny': random-weight test "
         'models only).',
         choices=('vit_b', 'vit_l', 'vit_h', 'tiny')),
+    ParameterSpec(
+        'detector', 'owlv2', str,
+        "Open-vocabulary detector of the grounded_sam backend: 'owlv2' or 'grounding_dino'.",
+        choices=('owlv2', 'grounding_dino')),
+    ParameterSpec(
+        'detector_model', '', str,
+        'Detector weights (grounded_sam): a local directory or a cached Hugging Face id; '
+        "empty: 'google/owlv2-base-patch16-ensemble' or 'IDEA-Research/grounding-dino-tiny'."),
+    ParameterSpec(
+        'clip_model', '', str,
+        'CLIP weights (zero_guidance, clip_dense): a local directory or a cached Hugging Face '
+        "id; empty: 'openai/clip-vit-base-patch32'."),
+    ParameterSpec(
+        'vocabulary', '', str,
+        'Labels the zero_guidance backend names segments with, separated by commas; empty: '
+        'a default list of household objects and obstacles. Goal phrases are added to it.'),
     ParameterSpec(
         'device', 'auto', str,
         "Torch device: 'auto' (CUDA if available, else CPU), 'cpu', 'cuda' or 'cuda:N'.",
@@ -202,9 +203,8 @@ def validate(name: str, value: Any) -> Optional[str]:
         low, high = spec.value_range
         if not low <= value <= high:
             return f'{name} must be {spec.allowed()}, got {value!r}'
-    choices = backend_choices() if name == 'backend' else spec.choices
-    if choices is not None and value not in choices:
-        return f'{name} must be one of {", ".join(repr(c) for c in choices)}, got {value!r}'
+    if spec.choices is not None and value not in spec.choices:
+        return f'{name} must be {spec.allowed()}, got {value!r}'
     if spec.pattern is not None and re.fullmatch(spec.pattern, value) is None:
         return f'{name} must be {spec.allowed()}, got {value!r}'
     return None

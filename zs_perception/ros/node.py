@@ -276,7 +276,7 @@ class PerceptionNode(Node):
             return
         times['convert'] = time.perf_counter() - t
 
-        if not self._prompts:
+        if not self._prompts and self._segmenter.needs_prompts:
             self._warn('no_goal', 'No goal yet: publish phrases such as "red mug, screwdriver" '
                        'on the goal topic (std_msgs/String) or set the prompts parameter; '
                        'publishing empty results until then.')

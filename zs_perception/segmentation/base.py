@@ -7,7 +7,7 @@ and a score. Backends are plain Python/torch; nothing here imports ROS.
 
 import abc
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -159,12 +159,44 @@ class Segmenter(abc.ABC):
     def prompts(self) -> List[str]:
         """Labels of the active prompts, in order."""
 
+    #: Names of the run-time thresholds :meth:`set_thresholds` accepts.
+    THRESHOLDS: Tuple[str, ...] = ('threshold', 'min_area_px', 'max_objects')
+
+    #: False for backends that find objects with no prompt at all (zero-guidance): the
+    #: caller then segments frames even while no goal is set.
+    needs_prompts = True
+
     def set_thresholds(self, **kwargs) -> None:
-        """Change run-time thresholds (e.g. ``threshold``, ``min_area_px``) without reloading."""
+        """Change any of :attr:`THRESHOLDS` without reloading the models.
+
+        Raises:
+            ValueError: an unknown name or an invalid value (see :func:`validate_thresholds`).
+
+        """
+        validate_thresholds(type(self).__name__, self.THRESHOLDS, kwargs)
         for name, value in kwargs.items():
-            if not hasattr(self, name):
-                raise ValueError(f'{type(self).__name__} has no threshold {name!r}.')
             setattr(self, name, value)
+
+
+def validate_thresholds(owner: str, allowed: Sequence[str], values: Dict[str, object]) -> None:
+    """Check run-time thresholds: names in ``allowed``; fractions in [0, 1]; counts ints >= 0.
+
+    ``threshold`` and names ending in ``_iou`` or ``_weight`` are fractions; every other
+    name is a count.
+
+    Raises:
+        ValueError: naming the threshold, the value and what was expected.
+
+    """
+    for name, value in values.items():
+        if name not in allowed:
+            raise ValueError(f'{owner} has no threshold {name!r}; expected one of {allowed}.')
+        if name == 'threshold' or name.endswith(('_iou', '_weight')):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not 0.0 <= float(value) <= 1.0:
+                raise ValueError(f'{name} must be a number in [0, 1], got {value!r}.')
+        elif isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f'{name} must be an integer >= 0, got {value!r}.')
 
 
 def check_rgb_image(image: np.ndarray) -> np.ndarray:

@@ -30,7 +30,6 @@ from zs_perception.segmentation.base import SegmentationResult, Segmenter
 from zs_perception.segmentation.caching import LastFrameCache
 from zs_perception.segmentation.device import out_of_memory_as_error, resolve_device
 from zs_perception.segmentation.device import resolve_dtype, StageTimer
-from zs_perception.segmentation.grounded_sam import validate_thresholds
 from zs_perception.segmentation.hf_loading import load_hf_model
 from zs_perception.segmentation.instances import find_instances
 from zs_perception.segmentation.prompting import normalize_prompts, prompt_key
@@ -163,8 +162,6 @@ class ClipDenseSegmenter(Segmenter):
     The result's ``probabilities`` are the ``(N, H, W)`` per-prompt maps.
     """
 
-    THRESHOLDS = ('threshold', 'min_area_px', 'max_objects')
-
     def __init__(self, runner: ClipRunner, threshold: float = 0.4, min_area_px: int = 100,
                  max_objects: int = 20, short_side: int = 448,
                  background: Sequence[str] = DEFAULT_BACKGROUND):
@@ -213,11 +210,6 @@ class ClipDenseSegmenter(Segmenter):
     def prompts(self) -> List[str]:
         """Labels of the active prompts, in order."""
         return [p.label for p in self._active]
-
-    def set_thresholds(self, **kwargs) -> None:
-        """Change ``threshold`` (0..1), ``min_area_px`` and/or ``max_objects`` (ints >= 0)."""
-        validate_thresholds(type(self).__name__, self.THRESHOLDS, kwargs)
-        super().set_thresholds(**kwargs)
 
     def set_prompts(self, prompts: Sequence[PromptLike]) -> PromptReport:
         """Replace the active text prompts; phrases not seen before are encoded."""

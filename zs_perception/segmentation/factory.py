@@ -1,62 +1,107 @@
-"""The one entry point that builds a segmenter from settings (used by the ROS node)."""
+"""The one entry point that builds a segmenter from settings (used by the ROS node).
+
+Importing this module is cheap (no torch): each backend's modules are imported when it is
+built, so ``BACKENDS`` can be read by the parameter table without loading the ML stack.
+"""
 
 import logging
 
-from zs_perception.segmentation.base import Segmenter
-from zs_perception.segmentation.clipseg import check_thresholds, ClipSegRunner
-from zs_perception.segmentation.clipseg import ClipSegSegmenter
-from zs_perception.segmentation.device import resolve_device, resolve_dtype
-from zs_perception.segmentation.loading import DEFAULT_CLIPSEG_MODEL, load_clipseg, load_sam
-from zs_perception.segmentation.sam import ClipSegSamSegmenter, SamRefiner
+from zs_perception.segmentation.base import Segmenter, validate_thresholds
 
-BACKENDS = ('clipseg', 'clipseg_sam')
+# Backend name -> what it is, for parameter descriptions and error messages.
+BACKENDS = {
+    'clipseg': 'CLIPSeg probability maps; instances are their connected components',
+    'clipseg_sam': 'CLIPSeg instances redrawn by Segment Anything (needs sam_checkpoint)',
+    'grounded_sam': 'open-vocabulary detector (OWLv2 or Grounding DINO) boxes -> Segment '
+                    'Anything masks (needs sam_checkpoint)',
+    'zero_guidance': 'Segment Anything segments everything, CLIP labels each segment from a '
+                     'vocabulary; works without a goal (needs sam_checkpoint)',
+    'clip_dense': 'CLIP patch features vs the prompts (MaskCLIP); cheapest, coarsest',
+}
 
 logger = logging.getLogger(__name__)
 
 
-def create_segmenter(backend: str = 'clipseg', *, clipseg_model: str = DEFAULT_CLIPSEG_MODEL,
+def create_segmenter(backend: str = 'clipseg', *, clipseg_model: str = '',
                      sam_checkpoint: str = '', sam_model_type: str = 'vit_b',
                      device: str = 'auto', precision: str = 'auto', threshold: float = 0.4,
                      min_area_px: int = 100, max_objects: int = 20,
-                     allow_random_weights: bool = False,
-                     sam_point_prompt: bool = True) -> Segmenter:
+                     allow_random_weights: bool = False, sam_point_prompt: bool = True,
+                     detector: str = 'owlv2', detector_model: str = '', clip_model: str = '',
+                     vocabulary: str = '') -> Segmenter:
     """Load the models of a backend and return a ready segmenter.
 
     Args:
-        backend: ``'clipseg'`` (CLIPSeg probability maps, instances are
-            connected components) or ``'clipseg_sam'`` (those instances
-            re-drawn by Segment Anything).
-        clipseg_model: Hugging Face id (cache first, works offline when
-            cached) or local directory.
-        sam_checkpoint: SAM checkpoint path; needed by ``clipseg_sam``,
-            ignored by ``clipseg``.
-        sam_model_type: ``'vit_b'``, ``'vit_l'`` or ``'vit_h'``, matching the
-            checkpoint.
-        device: ``'auto'``, ``'cuda'`` or ``'cpu'``.
-        precision: ``'auto'`` (fp16 on CUDA, fp32 on CPU), ``'fp32'``,
-            ``'fp16'`` or ``'bf16'``.
-        threshold: pixel probability threshold in ``[0, 1]``.
+        backend: one of :data:`BACKENDS`.
+        clipseg_model: CLIPSeg Hugging Face id (cache first, works offline when cached) or
+            local directory (``clipseg``, ``clipseg_sam``); empty:
+            ``CIDAS/clipseg-rd64-refined``.
+        sam_checkpoint: SAM checkpoint path (``clipseg_sam``, ``grounded_sam``,
+            ``zero_guidance``).
+        sam_model_type: ``'vit_b'``, ``'vit_l'`` or ``'vit_h'``, matching the checkpoint.
+        device: ``'auto'``, ``'cuda'``, ``'cuda:N'`` or ``'cpu'``.
+        precision: ``'auto'`` (fp16 on CUDA, fp32 on CPU), ``'fp32'``, ``'fp16'`` or
+            ``'bf16'``.
+        threshold: score threshold in ``[0, 1]`` (pixel probability for CLIPSeg and dense
+            CLIP, box score for the detector, label similarity for zero-guidance).
         min_area_px: smallest instance kept, in pixels.
-        max_objects: at most this many instances per image, highest score
-            first.
-        allow_random_weights: accept models marked as random weights (tests,
-            demos); a loud warning is logged.
-        sam_point_prompt: ``clipseg_sam`` also prompts SAM with each CLIPSeg
-            component's most probable pixel.
+        max_objects: at most this many instances per image, highest score first.
+        allow_random_weights: accept models marked as random weights (tests, demos); a loud
+            warning is logged.
+        sam_point_prompt: ``clipseg_sam`` also prompts SAM with each CLIPSeg component's
+            most probable pixel.
+        detector: ``'owlv2'`` or ``'grounding_dino'`` (``grounded_sam``).
+        detector_model: detector Hugging Face id or directory; empty: the detector's
+            default id.
+        clip_model: CLIP Hugging Face id or directory (``zero_guidance``, ``clip_dense``);
+            empty: ``openai/clip-vit-base-patch32``.
+        vocabulary: comma-separated labels for ``zero_guidance``; empty: a default list of
+            household objects and obstacles.
 
     Raises:
-        ValueError: unknown backend, device, precision or model type, or a bad
-            threshold.
-        ModelLoadError: weights missing, wrong or random (not allowed); the
-            message says where they were looked for and how to fetch them.
+        ValueError: unknown backend, device, precision or model type, or a bad threshold.
+        ModelLoadError: weights missing, wrong or random (not allowed); the message says
+            where they were looked for and how to fetch them.
 
     """
     if backend not in BACKENDS:
-        raise ValueError(f'Unknown segmentation backend {backend!r}; expected one of {BACKENDS}.')
+        raise ValueError(f'Unknown segmentation backend {backend!r}; expected one of '
+                         f'{", ".join(BACKENDS)}.')
+    common = {'device': device, 'precision': precision, 'threshold': threshold,
+              'min_area_px': min_area_px, 'max_objects': max_objects,
+              'allow_random_weights': allow_random_weights}
+    if backend in ('clipseg', 'clipseg_sam'):
+        return _clipseg(backend, clipseg_model, sam_checkpoint, sam_model_type,
+                        sam_point_prompt, **common)
+    if backend == 'grounded_sam':
+        from zs_perception.segmentation.grounded_sam import GroundedSamSegmenter
+        return GroundedSamSegmenter.from_settings(
+            detector=detector, detector_model=detector_model, sam_checkpoint=sam_checkpoint,
+            sam_model_type=sam_model_type, **common)
+    if backend == 'zero_guidance':
+        from zs_perception.segmentation.zero_guidance import ZeroGuidanceSegmenter
+        words = [w.strip() for w in str(vocabulary).split(',') if w.strip()]
+        settings = {'clip_model': clip_model} if clip_model else {}
+        return ZeroGuidanceSegmenter.from_settings(
+            sam_checkpoint=sam_checkpoint, sam_model_type=sam_model_type, vocabulary=words,
+            **settings, **common)
+    from zs_perception.segmentation.clip_dense import ClipDenseSegmenter
+    settings = {'clip_model': clip_model} if clip_model else {}
+    return ClipDenseSegmenter.from_settings(**settings, **common)
+
+
+def _clipseg(backend, clipseg_model, sam_checkpoint, sam_model_type, sam_point_prompt, *,
+             device, precision, threshold, min_area_px, max_objects, allow_random_weights):
+    from zs_perception.segmentation.clipseg import ClipSegRunner, ClipSegSegmenter
+    from zs_perception.segmentation.device import resolve_device, resolve_dtype
+    from zs_perception.segmentation.loading import DEFAULT_CLIPSEG_MODEL, load_clipseg, load_sam
+    from zs_perception.segmentation.sam import ClipSegSamSegmenter, SamRefiner
+
+    thresholds = {'threshold': threshold, 'min_area_px': min_area_px, 'max_objects': max_objects}
+    validate_thresholds('create_segmenter', Segmenter.THRESHOLDS, thresholds)  # before loading
     torch_device = resolve_device(device)
     dtype = resolve_dtype(precision, torch_device)
-    thresholds = {'threshold': threshold, 'min_area_px': min_area_px, 'max_objects': max_objects}
-    check_thresholds(**thresholds)  # before the slow model loading
+    clipseg_model = clipseg_model or DEFAULT_CLIPSEG_MODEL
     sam = None
     if backend == 'clipseg_sam':
         # SAM first: its checkpoint is the setting most often missing; fail before the slow part.

@@ -15,7 +15,7 @@ text encoding and the per-box decoder calls are gone.
 """
 
 import logging
-from typing import Dict, Hashable, List, Sequence
+from typing import Hashable, List, Sequence
 
 import numpy as np
 import torch
@@ -33,27 +33,6 @@ from zs_perception.segmentation.prompting import normalize_prompts, prompt_key
 from zs_perception.segmentation.sam import SamRefiner
 
 logger = logging.getLogger(__name__)
-
-
-def validate_thresholds(owner: str, allowed: Sequence[str], values: Dict[str, object]) -> None:
-    """Check run-time thresholds: names in ``allowed``; fractions in [0, 1]; counts ints >= 0.
-
-    ``threshold`` and names ending in ``_iou`` or ``_weight`` are fractions;
-    every other name is a count.
-
-    Raises:
-        ValueError: naming the threshold, the value and what was expected.
-
-    """
-    for name, value in values.items():
-        if name not in allowed:
-            raise ValueError(f'{owner} has no threshold {name!r}; expected one of {allowed}.')
-        if name == 'threshold' or name.endswith(('_iou', '_weight')):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not 0.0 <= float(value) <= 1.0:
-                raise ValueError(f'{name} must be a number in [0, 1], got {value!r}.')
-        elif isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise ValueError(f'{name} must be an integer >= 0, got {value!r}.')
 
 
 class GroundedSamSegmenter(Segmenter):
@@ -128,11 +107,6 @@ class GroundedSamSegmenter(Segmenter):
     def prompts(self) -> List[str]:
         """Labels of the active prompts, in order."""
         return [p.label for p in self._active]
-
-    def set_thresholds(self, **kwargs) -> None:
-        """Change ``threshold``, ``min_area_px``, ``max_objects`` and/or ``nms_iou``."""
-        validate_thresholds(type(self).__name__, self.THRESHOLDS, kwargs)
-        super().set_thresholds(**kwargs)
 
     def set_prompts(self, prompts: Sequence[PromptLike]) -> PromptReport:
         """Replace the active phrases; the detector encodes only phrases not seen before.

@@ -35,10 +35,10 @@ from torchvision.ops import batched_nms
 
 from zs_perception.segmentation.base import check_rgb_image, Instance, Prompt, PromptLike
 from zs_perception.segmentation.base import PromptReport, SegmentationResult, Segmenter
+from zs_perception.segmentation.base import validate_thresholds
 from zs_perception.segmentation.clip_dense import ClipRunner, DEFAULT_CLIP_MODEL, load_clip
 from zs_perception.segmentation.device import out_of_memory_as_error, resolve_device
 from zs_perception.segmentation.device import resolve_dtype, StageTimer
-from zs_perception.segmentation.grounded_sam import validate_thresholds
 from zs_perception.segmentation.instances import mask_box
 from zs_perception.segmentation.loading import load_sam
 from zs_perception.segmentation.prompting import normalize_prompts, prompt_key
@@ -81,6 +81,7 @@ class ZeroGuidanceSegmenter(Segmenter):
 
     """
 
+    needs_prompts = False  # segments and labels everything; a goal only filters
     THRESHOLDS = ('threshold', 'min_area_px', 'max_objects', 'mask_quality_iou',
                   'stability_iou', 'nms_iou', 'context_weight')
 
@@ -154,11 +155,6 @@ class ZeroGuidanceSegmenter(Segmenter):
     def vocabulary(self) -> List[str]:
         """The label phrases segments are named with (goal phrases come first when set)."""
         return [p.label for p in self._labels]
-
-    def set_thresholds(self, **kwargs) -> None:
-        """Change any of :attr:`THRESHOLDS` at run time."""
-        validate_thresholds(type(self).__name__, self.THRESHOLDS, kwargs)
-        super().set_thresholds(**kwargs)
 
     def set_prompts(self, prompts: Sequence[PromptLike]) -> PromptReport:
         """Set the goal phrases (empty: no goal); they join the vocabulary, encoded once."""
