@@ -51,8 +51,10 @@ def test_flood_keeps_latency_bounded_and_counts_drops():
         counters['frames_processed'] - 1
     assert counters['frames_dropped'] >= 100
     # Latency from stamp to ~/objects is bounded (one segment call plus one wait) and does
-    # not grow over the run.
-    assert lat.max() < 0.5, lat.max()
+    # not grow over the run. A node that queued would reach ~1.5 s by the end of the flood;
+    # the 90th percentile (not the max) is checked so that one scheduling hiccup of a busy
+    # 2-core CI machine does not fail the test.
+    assert np.percentile(lat, 90) < 0.3, lat
     quarter = max(1, processed // 4)
     assert np.median(lat[-quarter:]) < np.median(lat[:quarter]) + 0.05, lat
     # Nothing piles up in memory (ru_maxrss is a peak, so it can only have grown).
