@@ -134,3 +134,29 @@ def test_debug_image_only_while_subscribed(graph, scene):
     assert (debug.width, debug.height, debug.encoding) == (320, 240, 'rgb8')
     overlay = image_to_array(debug, {'rgb8': ('uint8', 3)})
     assert not np.array_equal(overlay[scene['masks']['box']], scene['rgb'][scene['masks']['box']])
+
+
+class _SegmentEverything(FixedMaskSegmenter):
+    """A goal-free backend double (like zero_guidance): every known mask, goal or not."""
+
+    needs_prompts = False
+
+    def segment(self, image):
+        prompts = self._prompts
+        self._prompts = prompts or sorted(self.masks)
+        try:
+            return super().segment(image)
+        finally:
+            self._prompts = prompts
+
+
+def test_goal_free_backend_publishes_objects_without_a_goal(scene):
+    graph = Graph(_SegmentEverything(scene['masks']), {'backend': 'zero_guidance'})
+    try:
+        header = graph.publish_frame(scene['rgb'], scene['depth_m'], scene['intrinsics'])
+        objects = graph.wait_for_stamp('objects', header)
+        assert sorted(o.label for o in objects.objects) == ['box', 'cylinder']
+        assert list(objects.prompts) == []
+        assert not any('No goal yet' in w for w in graph.node.recent_warnings)
+    finally:
+        graph.close()
