@@ -5,7 +5,7 @@ Run from the repository root, with the colcon build sourced (``source scripts/en
     python -m benchmarks.bench_node [--seconds 10] [--clipseg]
 
 The perception node runs in its own process, as deployed; the replay publisher and a
-recorder node share a second one (each with its own rclpy context and multi-threaded
+recorder node share a second one (each with its own rclpy context and single-threaded
 executor). The replay plays the demo scene (rgb8 image, 16UC1 depth, camera_info, same
 stamps) at 30 Hz into the node, and the recorder subscribes to every output (``~/objects``,
 ``~/masks``, ``~/poses``, ``~/markers``, ``~/points``, ``/diagnostics``, and
@@ -42,7 +42,7 @@ from geometry_msgs.msg import PoseArray
 import numpy as np
 import rclpy
 from rclpy.context import Context
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
@@ -142,7 +142,7 @@ def _node_process(make_segmenter, prompts, domain_id, ready, stop, results):
     rclpy.init(context=context, domain_id=domain_id)
     node = PerceptionNode(segmenter=segmenter, context=context, parameter_overrides=[
         Parameter('prompts', value=', '.join(prompts))])
-    executor = MultiThreadedExecutor(context=context)
+    executor = SingleThreadedExecutor(context=context)  # as rclpy.spin in the node's main()
     executor.add_node(node)
     ready.set()
     try:
@@ -208,7 +208,9 @@ def run_row(scene_dir, make_segmenter, seconds, debug_image, prompts):
                     counts['diagnostics'] = counts.get('diagnostics', 0) + 1
 
     recorder.create_subscription(DiagnosticArray, '/diagnostics', on_diagnostics, 10)
-    executor = MultiThreadedExecutor(context=context)
+    # Single-threaded: rclpy's MultiThreadedExecutor polls its futures in a busy loop that
+    # takes a whole core of this 2-core machine away from the node.
+    executor = SingleThreadedExecutor(context=context)
     for n in (replay, recorder):
         executor.add_node(n)
     spinner = threading.Thread(target=executor.spin, daemon=True)
@@ -232,6 +234,8 @@ def run_row(scene_dir, make_segmenter, seconds, debug_image, prompts):
             window_counts = dict(counts)
             stages = {stage: float(diagnostics.get(f'{stage}_ms_median', 'nan'))
                       for stage in NODE_STAGES}
+            node_counts = {k: int(diagnostics.get(k, -1)) for k in
+                           ('frames_received', 'frames_processed', 'frames_dropped')}
         published = replay.frames_published - first_published
         elapsed = time.monotonic() - t_start
         wall_end = time.time()
@@ -264,6 +268,7 @@ def run_row(scene_dir, make_segmenter, seconds, debug_image, prompts):
         'objects_per_frame': round(float(np.mean([r[2] for r in window])), 1),
         **{f'node_{stage}_ms': round(ms, 2) for stage, ms in stages.items()},
         'all_outputs_published': not missing,
+        **{f'node_{k}': v for k, v in node_counts.items()},
     }
 
 
@@ -294,7 +299,7 @@ def main(argv=None):
     emit('node', rows, {
         'input': f'640x480 rgb8 + 16UC1 depth + camera_info at {RATE_HZ:.0f} Hz',
         'graph': 'node in its own process; replay + recorder in another; '
-                 'MultiThreadedExecutor, Fast DDS', 'measured_s': args.seconds,
+                 'SingleThreadedExecutor, Fast DDS', 'measured_s': args.seconds,
         'machine': platform.processor() or platform.machine(),
         'overhead': 'end-to-end minus the median engine (segment) time of the window'})
 

@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Optional
 import cv2
 import rclpy
 from rclpy.context import Context
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -215,7 +215,7 @@ def run_demo(args) -> int:
         goal_pub = client.create_publisher(String, 'goal', GOAL_QOS)
         goal_pub.publish(String(data=args.goal))
 
-        executor = MultiThreadedExecutor(context=context)
+        executor = SingleThreadedExecutor(context=context)
         for node in nodes:
             executor.add_node(node)
         threading.Thread(target=executor.spin, daemon=True).start()

@@ -1,10 +1,10 @@
 """The zs_perception node: camera images and a text goal in; masks, poses, markers, points out.
 
-Callbacks only store messages. One worker thread takes the newest image, matches depth
-and camera info to it by stamp, and runs segment -> geometry -> tracking -> publish. An
-image that arrives while the worker is busy replaces the pending one (the older one is
-counted as dropped), so the node never queues and never falls behind the camera. Every
-output carries the source image's header. Topics, parameters and fields: docs/node.md.
+Callbacks only store messages. One worker thread takes the newest synchronized frame (the
+newest image whose depth and camera info, matched by stamp, have arrived) and runs segment ->
+geometry -> tracking -> publish. Images older than the one it takes are dropped and counted,
+so the node never queues and never falls behind the camera. Every output carries the source
+image's header. Topics, parameters and fields: README.md.
 """
 
 import collections
@@ -38,6 +38,8 @@ from zs_perception.visualization import draw_overlay, label_image
 
 # Recent depth / camera-info messages kept for stamp matching (about 0.3 s at 30 Hz).
 _SYNC_BUFFER = 10
+# Recent images waiting for their depth and camera info (about 0.13 s at 30 Hz).
+_IMAGE_BUFFER = 4
 # Longest wait for the depth or camera info of an image while that stream is active (s).
 _SYNC_WAIT_S = 0.1
 # A stream counts as active if it delivered a message within this many seconds.
@@ -100,7 +102,8 @@ class PerceptionNode(Node):
         self._timings: Dict[str, Deque[float]] = collections.defaultdict(
             lambda: collections.deque(maxlen=_TIMING_WINDOW))
 
-        self._pending_image = None  # (msg, arrival monotonic time)
+        # Images not processed yet, oldest first: (msg, arrival monotonic time).
+        self._images: Deque[tuple] = collections.deque()
         self._pending_goal: Optional[str] = self._settings['prompts']
         self._goal_keys: Deque[tuple] = collections.deque(maxlen=16)
         self._depth_buffer: Deque[Image] = collections.deque(maxlen=_SYNC_BUFFER)
@@ -187,9 +190,10 @@ class PerceptionNode(Node):
     def _on_image(self, msg) -> None:
         with self._lock:
             self.counters['frames_received'] += 1
-            if self._pending_image is not None:
+            if len(self._images) == _IMAGE_BUFFER:
+                self._images.popleft()
                 self.counters['frames_dropped'] += 1
-            self._pending_image = (msg, time.monotonic())
+            self._images.append((msg, time.monotonic()))
             self._lock.notify_all()
 
     def _on_depth(self, msg: Image) -> None:
@@ -229,32 +233,47 @@ class PerceptionNode(Node):
                     throttle_duration_sec=_WARN_PERIOD_S)
 
     def _next_frame(self):
-        """Wait for the newest image and the depth and camera info matching its stamp.
+        """Wait for the newest synchronized frame: an image with its depth and camera info.
 
-        Returns ``(image, depth or None, info or None, settings, goal or None)`` or ``None``
-        on shutdown. While the depth (or info) stream is active, an image without a match
-        yet waits up to ``_SYNC_WAIT_S`` for it; a newer image replaces it meanwhile.
+        The newest buffered image whose depth and camera info (within
+        ``sync_tolerance_s`` of its stamp) have arrived wins; older images are dropped
+        and counted. While the depth (or info) stream is active and no image is complete,
+        the worker waits up to ``_SYNC_WAIT_S`` after the newest image's arrival, then
+        takes that image with what it has (objects then come without poses). Returns
+        ``(image, depth or None, info or None, settings, goal or None)``, or ``None`` on
+        shutdown.
         """
         with self._lock:
             while True:
-                while self._running and self._pending_image is None:
+                while self._running and not self._images:
                     self._lock.wait()
                 if not self._running:
                     return None
-                msg, arrived = self._pending_image
                 tolerance = self._settings['sync_tolerance_s']
-                stamp = _stamp_s(msg.header)
-                depth = _match(self._depth_buffer, stamp, tolerance)
-                info = _match(self._info_buffer, stamp, tolerance)
                 now = time.monotonic()
-                waiting = ((depth is None and self._stream_active(self._last_depth_at,
-                                                                  self._depth_sub, now))
-                           or (info is None and self._stream_active(self._last_info_at,
-                                                                    self._info_sub, now)))
-                if waiting and now - arrived < _SYNC_WAIT_S:
-                    self._lock.wait(timeout=arrived + _SYNC_WAIT_S - now)
-                    continue
-                self._pending_image = None
+                need_depth = self._stream_active(self._last_depth_at, self._depth_sub, now)
+                need_info = self._stream_active(self._last_info_at, self._info_sub, now)
+                chosen = None
+                for index in range(len(self._images) - 1, -1, -1):
+                    stamp = _stamp_s(self._images[index][0].header)
+                    depth = _match(self._depth_buffer, stamp, tolerance)
+                    info = _match(self._info_buffer, stamp, tolerance)
+                    if (depth or not need_depth) and (info or not need_info):
+                        chosen = index
+                        break
+                if chosen is None:
+                    newest_arrived = self._images[-1][1]
+                    if now - newest_arrived < _SYNC_WAIT_S:
+                        self._lock.wait(timeout=newest_arrived + _SYNC_WAIT_S - now)
+                        continue
+                    chosen = len(self._images) - 1
+                    stamp = _stamp_s(self._images[chosen][0].header)
+                    depth = _match(self._depth_buffer, stamp, tolerance)
+                    info = _match(self._info_buffer, stamp, tolerance)
+                msg = self._images[chosen][0]
+                for _ in range(chosen + 1):  # the chosen image and the older ones
+                    self._images.popleft()
+                self.counters['frames_dropped'] += chosen
                 goal, self._pending_goal = self._pending_goal, None
                 return msg, depth, info, dict(self._settings), goal
 
