@@ -125,7 +125,7 @@ def test_random_sam_needs_permission_and_tiny_only_for_random(tiny_models, tmp_p
     ({'device': 'tpu'}, 'Unknown device'),
     ({'precision': 'fp8'}, 'Unknown precision'),
     ({'device': 'cpu', 'precision': 'fp16'}, "'fp16' is not supported on the CPU"),
-    ({'threshold': 1.5}, r'threshold must be in \[0, 1\]'),
+    ({'threshold': 1.5}, r'threshold must be a number in \[0, 1\]'),
     ({'max_objects': -1}, 'max_objects must be an integer >= 0'),
 ])
 def test_bad_device_or_precision_settings(tiny_models, settings, message):

@@ -64,7 +64,7 @@ image is used as float32 metres.
 """
 
 from dataclasses import dataclass
-from typing import List, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 import cv2
 from numba import njit
@@ -114,6 +114,15 @@ class ObjectGeometry:
     valid_fraction: float
     points: np.ndarray
     shape: str = ''
+
+    @classmethod
+    def without_pose(cls, status: str, num_points: int = 0, valid_fraction: float = 0.0,
+                     points: Optional[np.ndarray] = None) -> 'ObjectGeometry':
+        """Return an object that got no pose, and why (zero position and extents, identity)."""
+        return cls(has_pose=False, status=status, position=np.zeros(3), rotation=np.eye(3),
+                   quaternion=np.array([0.0, 0.0, 0.0, 1.0]), extents=np.zeros(3),
+                   num_points=num_points, valid_fraction=valid_fraction,
+                   points=np.zeros((0, 3), np.float32) if points is None else points)
 
 
 MaskInput = Union[np.ndarray, Sequence[np.ndarray]]
@@ -242,14 +251,6 @@ def _check_masks(masks) -> List[np.ndarray]:
             raise ValueError(f'estimate_object_geometry: all masks must have one size; mask 0 '
                              f'is {shape}, mask {i} is {m.shape}.')
     return mask_list
-
-
-def _no_pose(status, num_points=0, valid_fraction=0.0, points=None):
-    return ObjectGeometry(
-        has_pose=False, status=status, position=np.zeros(3), rotation=np.eye(3),
-        quaternion=np.array([0.0, 0.0, 0.0, 1.0]), extents=np.zeros(3),
-        num_points=num_points, valid_fraction=valid_fraction,
-        points=np.zeros((0, 3), np.float32) if points is None else points)
 
 
 def _mask_roi_in_depth(mask, depth_shape):
@@ -589,7 +590,7 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
                 trim_percent, max_points) -> ObjectGeometry:
     found = _mask_roi_in_depth(mask, depth_m.shape)
     if found is None:
-        return _no_pose('empty mask')
+        return ObjectGeometry.without_pose('empty mask')
     roi, r0, c0 = found
     core = roi
     if erode_px > 0:
@@ -605,11 +606,12 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
         cluster_bin_rel, cluster_min_share)
     valid_fraction = n_valid_all / n_mask
     if n_valid_all == 0:
-        return _no_pose(f'no valid depth in mask (none in [{min_depth_m:g}, '
-                        f'{max_depth_m:g}] m)')
+        return ObjectGeometry.without_pose(
+            f'no valid depth in mask (none in [{min_depth_m:g}, {max_depth_m:g}] m)')
     if len(points) < min_points:
-        return _no_pose(f'too few points ({len(points)} < {min_points})', len(points),
-                        valid_fraction, points.astype(np.float32))
+        return ObjectGeometry.without_pose(
+            f'too few points ({len(points)} < {min_points})', len(points), valid_fraction,
+            points.astype(np.float32))
 
     trim = trim_percent / 100.0
     core_points = points[in_core] if np.count_nonzero(in_core) >= min_points else points

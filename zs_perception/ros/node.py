@@ -401,7 +401,7 @@ class PerceptionNode(Node):
             return estimate_object_geometry(masks, depth_m, intrinsics,
                                             min_depth_m=settings['min_depth_m'],
                                             max_depth_m=settings['max_depth_m'])
-        return [_no_pose(reason) for _ in masks]
+        return [ObjectGeometry.without_pose(reason) for _ in masks]
 
     # ---------------------------------------------------------------- publishing
     def _publish(self, header, rgb, instances, geometries, ids, settings) -> None:
@@ -503,13 +503,6 @@ def _match(buffer, stamp: float, tolerance: float):
         if dt <= best_dt:
             best, best_dt = msg, dt
     return best
-
-
-def _no_pose(reason: str) -> ObjectGeometry:
-    return ObjectGeometry(has_pose=False, status=reason, position=np.full(3, np.nan),
-                          rotation=np.eye(3), quaternion=np.array([0.0, 0.0, 0.0, 1.0]),
-                          extents=np.zeros(3), num_points=0, valid_fraction=0.0,
-                          points=np.zeros((0, 3), np.float32))
 
 
 def main(args: Optional[List[str]] = None) -> int:

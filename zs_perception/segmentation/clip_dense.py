@@ -30,8 +30,8 @@ from zs_perception.segmentation.base import SegmentationResult, Segmenter
 from zs_perception.segmentation.caching import LastFrameCache
 from zs_perception.segmentation.device import out_of_memory_as_error, resolve_device
 from zs_perception.segmentation.device import resolve_dtype, StageTimer
-from zs_perception.segmentation.hf_loading import load_hf_model
 from zs_perception.segmentation.instances import find_instances
+from zs_perception.segmentation.loading import load_hf_model
 from zs_perception.segmentation.prompting import normalize_prompts, prompt_key
 
 DEFAULT_CLIP_MODEL = 'openai/clip-vit-base-patch32'
@@ -46,7 +46,7 @@ def load_clip(model: str, device: torch.device, dtype: torch.dtype,
     """Load a transformers ``CLIPModel`` (Hugging Face id or directory) as a :class:`ClipRunner`.
 
     Raises:
-        ModelLoadError: as :func:`~zs_perception.segmentation.hf_loading.load_hf_model`.
+        ModelLoadError: as :func:`~zs_perception.segmentation.loading.load_hf_model`.
 
     """
     net, processor = load_hf_model(

@@ -25,7 +25,7 @@ from transformers import GroundingDinoForObjectDetection, GroundingDinoProcessor
 from transformers import Owlv2ForObjectDetection, Owlv2Processor
 from transformers.image_transforms import center_to_corners_format
 
-from zs_perception.segmentation.hf_loading import load_hf_model
+from zs_perception.segmentation.loading import load_hf_model
 
 DETECTORS = ('owlv2', 'grounding_dino')
 DEFAULT_DETECTOR_MODELS = {
@@ -289,7 +289,7 @@ def load_detector(detector: str, model: str, device: torch.device, dtype: torch.
 
     Raises:
         ValueError: unknown detector.
-        ModelLoadError: as :func:`~zs_perception.segmentation.hf_loading.load_hf_model`.
+        ModelLoadError: as :func:`~zs_perception.segmentation.loading.load_hf_model`.
 
     """
     if detector not in DETECTORS:

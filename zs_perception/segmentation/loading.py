@@ -1,7 +1,10 @@
-"""Loading CLIPSeg and Segment Anything weights, with errors that say how to get them.
+"""Loading model weights, with errors that say how to get them.
 
-CLIPSeg comes from a Hugging Face model id (looked up in the local cache
-first, then the hub) or a local directory written by ``save_pretrained``.
+CLIPSeg, OWLv2, Grounding DINO and CLIP are transformers models; SAM is a checkpoint file.
+
+Transformers models come from a Hugging Face model id (looked up in the local
+cache first, then the hub) or a local directory written by ``save_pretrained``;
+the model class is fixed per backend (no auto classes).
 SAM comes from one of Meta's checkpoint files plus its model type, since the
 files carry no configuration. Nothing is executed from the downloaded files:
 no ``trust_remote_code``, and checkpoints load with ``weights_only=True``.
@@ -92,7 +95,7 @@ def build_sam(model_type: str) -> Sam:
     return sam.eval()
 
 
-def _check_random(marker: Path, what: str, allow_random_weights: bool) -> None:
+def check_random(marker: Path, what: str, allow_random_weights: bool) -> None:
     if not marker.exists():
         return
     if not allow_random_weights:
@@ -111,14 +114,6 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith(('/', '.', '~')) or name.count('/') != 1
 
 
-def _clipseg_fetch_hint(model_id: str) -> str:
-    return (
-        f'On a machine with internet run `huggingface-cli download {model_id}` (or '
-        f'`hf download {model_id}`) and copy its Hugging Face cache (~/.cache/huggingface/hub/'
-        f'models--{model_id.replace("/", "--")}) here, or run `huggingface-cli download '
-        f'{model_id} --local-dir DIR`, copy DIR here and set clipseg_model to DIR.')
-
-
 def _hub_offline() -> bool:
     from huggingface_hub import constants
     return bool(constants.HF_HUB_OFFLINE)
@@ -129,68 +124,107 @@ def load_clipseg(model: str, device: torch.device, dtype: torch.dtype,
                  ) -> Tuple[CLIPSegForImageSegmentation, CLIPSegProcessor]:
     """Load a CLIPSeg model and its processor, in eval mode on ``device`` in ``dtype``.
 
+    ``model`` is a Hugging Face model id (default :data:`DEFAULT_CLIPSEG_MODEL`; the local
+    cache is tried first, so a cached model works offline) or a local directory; see
+    :func:`load_hf_model` for the rules and errors.
+    """
+    return load_hf_model(CLIPSegForImageSegmentation, CLIPSegProcessor, model,
+                         setting='clipseg_model', default_id=DEFAULT_CLIPSEG_MODEL,
+                         model_type='clipseg', device=device, dtype=dtype,
+                         allow_random_weights=allow_random_weights)
+
+
+def _fetch_hint(model_id: str, setting: str) -> str:
+    return (
+        f'On a machine with internet run `huggingface-cli download {model_id}` (or '
+        f'`hf download {model_id}`) and copy its Hugging Face cache (~/.cache/huggingface/hub/'
+        f'models--{model_id.replace("/", "--")}) here, or run `huggingface-cli download '
+        f'{model_id} --local-dir DIR`, copy DIR here and set {setting} to DIR.')
+
+
+def load_hf_model(model_cls, processor_cls, model: str, *, setting: str, default_id: str,
+                  model_type: str, device: torch.device, dtype: torch.dtype,
+                  allow_random_weights: bool = False) -> Tuple[torch.nn.Module, object]:
+    """Load a transformers model and its processor, in eval mode on ``device`` in ``dtype``.
+
     Args:
-        model: a Hugging Face model id (default :data:`DEFAULT_CLIPSEG_MODEL`;
-            the local cache is tried first, so a cached model works offline)
-            or a local directory holding ``config.json``, the weights and the
-            processor files.
+        model_cls: the model class, e.g. ``Owlv2ForObjectDetection``.
+        processor_cls: its processor class, e.g. ``Owlv2Processor``.
+        model: a Hugging Face id (cache first, then the hub) or a local
+            directory holding ``config.json``, the weights and the processor
+            files.
+        setting: name of the setting that holds ``model`` (for messages).
+        default_id: the id to suggest when ``model`` is empty.
+        model_type: the ``config.json`` ``model_type`` expected (e.g.
+            ``'owlv2'``).
         device: where the model runs.
         dtype: the model's parameter dtype.
         allow_random_weights: accept a directory marked as random weights.
 
     Raises:
-        ModelLoadError: the model was not found, is not a CLIPSeg model, its
-            weights do not match its configuration, or it is marked random and
-            that was not allowed. The message names what was looked for, where,
-            and the command that fetches it.
+        ModelLoadError: not found, wrong model type, weights that do not match
+            the configuration, or random weights not allowed; the message
+            says where it looked and how to fetch the model.
 
     """
-    model = str(model).strip()
-    if not model:
+    name = str(model).strip()
+    what = model_cls.__name__
+    if not name:
         raise ModelLoadError(
-            f'clipseg_model is empty; set it to a Hugging Face id such as '
-            f'{DEFAULT_CLIPSEG_MODEL!r} or a local directory. ' + _clipseg_fetch_hint(
-                DEFAULT_CLIPSEG_MODEL))
-    local = Path(os.path.expanduser(model))
+            f'{setting} is empty; set it to a Hugging Face id such as {default_id!r} or a local '
+            'directory. ' + _fetch_hint(default_id, setting))
+    local = Path(os.path.expanduser(name))
     if local.is_dir():
-        _check_random(local / RANDOM_MARKER, f'CLIPSeg directory {local}', allow_random_weights)
-        return _load_clipseg_from(str(local), f'directory {local}', device, dtype,
-                                  local_files_only=True, hint=_clipseg_fetch_hint(
-                                      DEFAULT_CLIPSEG_MODEL))
-    if local.exists() or _looks_like_path(model):
+        check_random(local / RANDOM_MARKER, f'{what} directory {local}', allow_random_weights)
+        return _load_from(model_cls, processor_cls, str(local), f'directory {local}',
+                          model_type, device, dtype, True, _fetch_hint(default_id, setting))
+    if local.exists() or _looks_like_path(name):
         raise ModelLoadError(
-            f'CLIPSeg model directory {local} does not exist or is not a directory '
-            f'(clipseg_model={model!r}). ' + _clipseg_fetch_hint(DEFAULT_CLIPSEG_MODEL))
+            f'{what} directory {local} does not exist or is not a directory ({setting}='
+            f'{name!r}). ' + _fetch_hint(default_id, setting))
     from huggingface_hub import constants
     where = f'Hugging Face cache {constants.HF_HUB_CACHE}'
+    hint = _fetch_hint(name, setting)
     try:
-        return _load_clipseg_from(model, f'model {model!r} in the {where}', device, dtype,
-                                  local_files_only=True, hint=_clipseg_fetch_hint(model))
+        return _load_from(model_cls, processor_cls, name, f'model {name!r} in the {where}',
+                          model_type, device, dtype, True, hint)
     except ModelLoadError as cache_error:
         if _hub_offline():
             raise
-        logger.info('CLIPSeg %r is not in the local cache (%s); trying the hub.', model,
+        logger.info('%s %r is not in the local cache (%s); trying the hub.', what, name,
                     cache_error)
-    return _load_clipseg_from(
-        model, f'model {model!r} (not in the {where}; the hub could not be reached or has '
-        'no such model)', device, dtype, local_files_only=False, hint=_clipseg_fetch_hint(model))
+    return _load_from(
+        model_cls, processor_cls, name, f'model {name!r} (not in the {where}; the hub could not '
+        'be reached or has no such model)', model_type, device, dtype, False, hint)
 
 
-def _load_clipseg_from(source, what, device, dtype, local_files_only, hint):
+def _load_from(model_cls, processor_cls, source, where, model_type, device, dtype,
+               local_files_only, hint):
+    what = model_cls.__name__
+    expected = (f'Expected a checkpoint with config.json (model_type "{model_type}"), '
+                f'model.safetensors and the {processor_cls.__name__} files. {hint}')
     try:
-        net, info = CLIPSegForImageSegmentation.from_pretrained(
+        config, _ = model_cls.config_class.get_config_dict(
+            source, local_files_only=local_files_only)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f'Could not read the configuration of {what} {where}: {type(exc).__name__}: '
+            f'{exc}. {expected}') from exc
+    if config.get('model_type') != model_type:
+        raise ModelLoadError(
+            f'{where} holds a {config.get("model_type")!r} model, not the {model_type!r} model '
+            f'{what} needs; point {what} at a {model_type} checkpoint. {hint}')
+    try:
+        net, info = model_cls.from_pretrained(
             source, dtype=dtype, local_files_only=local_files_only, output_loading_info=True)
-        processor = CLIPSegProcessor.from_pretrained(source, local_files_only=local_files_only)
+        processor = processor_cls.from_pretrained(source, local_files_only=local_files_only)
     except Exception as exc:  # transformers, safetensors and the hub raise many types
         raise ModelLoadError(
-            f'Could not load CLIPSeg {what}: {type(exc).__name__}: {exc}. Expected a '
-            'CLIPSegForImageSegmentation checkpoint (config.json with model_type "clipseg", '
-            'model.safetensors) and its CLIPSegProcessor files (preprocessor_config.json, '
-            f'tokenizer files). {hint}') from exc
+            f'Could not load {what} {where}: {type(exc).__name__}: {exc}. {expected}') from exc
     bad = {k: v for k, v in info.items() if k in ('missing_keys', 'mismatched_keys') and v}
     if bad:
         raise ModelLoadError(
-            f'CLIPSeg {what} does not match its configuration: {bad}. The weights are from a '
+            f'{what} {where} does not match its configuration: {bad}. The weights are from a '
             f'different model or damaged. {hint}')
     return net.to(device).eval(), processor
 
@@ -232,7 +266,7 @@ def load_sam(checkpoint: str, model_type: str, device: torch.device,
     if model_type == SAM_TINY_TYPE and not marker.exists():
         raise ValueError(f'sam_model_type {SAM_TINY_TYPE!r} exists only for random test '
                          f'checkpoints (with {marker.name}); expected one of {SAM_MODEL_TYPES}.')
-    _check_random(marker, f'SAM checkpoint {path}', allow_random_weights)
+    check_random(marker, f'SAM checkpoint {path}', allow_random_weights)
     try:
         state = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as exc:  # torch raises many types for damaged or non-torch files
