@@ -30,15 +30,6 @@ def _masks(scene, count):
     return np.stack(masks[:count])
 
 
-def _cpu_seconds(fn, repeats):
-    out = np.empty(repeats)
-    for i in range(repeats):
-        t0 = time.process_time()
-        fn()
-        out[i] = time.process_time() - t0
-    return out
-
-
 def main():
     rows = []
     for width, height in ((640, 480), (1280, 720)):
@@ -50,7 +41,7 @@ def main():
                 return estimate_object_geometry(masks, scene['depth_m'], scene['intrinsics'])
 
             wall = stats_ms(time_calls(run, repeats=30, warmup=3))
-            cpu_ms = float(np.median(_cpu_seconds(run, 30))) * 1e3
+            cpu_ms = float(np.median(time_calls(run, 30, warmup=0, clock=time.process_time))) * 1e3
             rows.append({'resolution': f'{width}x{height}', 'masks': count,
                          'mask_pixels': int(masks.sum()), **wall,
                          'cpu_median_ms': round(cpu_ms, 3),
