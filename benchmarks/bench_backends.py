@@ -7,8 +7,7 @@ and post-processing on every frame, then ``SamPredictor.predict`` once per box
 (both keep the 10 best boxes, so N = 10 means 10 prompts and 10 boxes). The
 zero-guidance reference prompts SAM one grid point per ``predict`` call and
 embeds each segment (the first 10) with its own CLIP call. The clip_dense
-reference computes the same patch features but encodes the prompts again on
-every frame.
+reference runs the same pipeline but encodes the prompts again on every frame.
 
 Usage (from the repo root, after ``source scripts/env.sh``)::
 
@@ -149,8 +148,10 @@ def _bench_clip_dense(models, image, device, repeats, rows):
         seg.set_prompts(texts)
 
         def reference():
-            text = runner.encode_texts([TEMPLATE.format(t) for t in texts])
-            return runner.dense_features(image, seg.short_side) @ text.T
+            # The same maps and instances, with the prompts encoded again on every frame
+            # (what a per-frame processor(text=..., images=...) call does).
+            runner.encode_texts([TEMPLATE.format(t) for t in texts])
+            return _fresh_frame(seg, image)
 
         with torch.inference_mode():
             ref = time_calls(reference, repeats)

@@ -242,10 +242,10 @@ def run_row(scene_dir, make_segmenter, seconds, debug_image, prompts):
     finally:
         stop.set()
         executor.shutdown()
+        spinner.join(timeout=5.0)  # no callback may run on a node being destroyed
         for n in (recorder, replay):
             n.destroy_node()
         rclpy.try_shutdown(context=context)
-        spinner.join(timeout=5.0)
     engine = results.get(timeout=60.0)
     child.join(timeout=30.0)
 

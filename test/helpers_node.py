@@ -179,7 +179,7 @@ class Graph:
 
     def close(self):
         self.executor.shutdown(timeout_sec=5.0)
+        self._thread.join(timeout=5.0)  # no callback may run on a node being destroyed
         self.node.destroy_node()
         self.peer.destroy_node()
         rclpy.try_shutdown(context=self.context)
-        self._thread.join(timeout=5.0)

@@ -191,7 +191,7 @@ def run_demo(args) -> int:
     context = Context()
     rclpy.init(context=context, domain_id=args.domain_id)
     nodes = []
-    executor = None
+    executor = spinner = None
     try:
         replay = ReplayPublisher(context=context, autostart=False, parameter_overrides=[
             Parameter('directory', value=str(scene)), Parameter('loop', value=False)])
@@ -218,7 +218,8 @@ def run_demo(args) -> int:
         executor = SingleThreadedExecutor(context=context)
         for node in nodes:
             executor.add_node(node)
-        threading.Thread(target=executor.spin, daemon=True).start()
+        spinner = threading.Thread(target=executor.spin, daemon=True)
+        spinner.start()
 
         if not _wait_until(lambda: all(replay.subscription_counts().values())
                            and perception.counters['goals_received'] > 0, 30.0):
@@ -254,6 +255,8 @@ def run_demo(args) -> int:
     finally:
         if executor is not None:
             executor.shutdown()
+        if spinner is not None:
+            spinner.join(timeout=5.0)  # no callback may run on a node being destroyed
         for node in reversed(nodes):
             node.destroy_node()
         rclpy.try_shutdown(context=context)
