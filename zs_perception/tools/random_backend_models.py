@@ -56,11 +56,16 @@ def make_bert_tokenizer() -> BertTokenizerFast:
     return BertTokenizerFast(vocab={tok: i for i, tok in enumerate(tokens)}, do_lower_case=True)
 
 
-def _marker(directory: Path, what: str, size: str, seed: int) -> None:
-    (directory / RANDOM_MARKER).write_text(
+def _save(out_dir: Path, model, processor, what: str, size: str, seed: int) -> Path:
+    """Save ``model`` and ``processor`` into ``out_dir`` and mark the directory as random."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    (out_dir / RANDOM_MARKER).write_text(
         f'RANDOM WEIGHTS: {what} written by zs_perception.tools.random_backend_models '
         f'(size={size}, seed={seed}). For tests, demos of the plumbing and benchmarks only; '
         'it finds nothing real.\n')
+    return out_dir
 
 
 def write_owlv2(out_dir: Path, size: str = 'tiny', seed: int = 0) -> Path:
@@ -92,11 +97,7 @@ def write_owlv2(out_dir: Path, size: str = 'tiny', seed: int = 0) -> Path:
     processor = Owlv2Processor(
         image_processor=Owlv2ImageProcessor(size={'height': image_size, 'width': image_size}),
         tokenizer=tokenizer)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
-    _marker(out_dir, 'this OWLv2 detector', size, seed)
-    return out_dir
+    return _save(out_dir, model, processor, 'this OWLv2 detector', size, seed)
 
 
 def write_grounding_dino(out_dir: Path, size: str = 'tiny', seed: int = 0) -> Path:
@@ -123,11 +124,7 @@ def write_grounding_dino(out_dir: Path, size: str = 'tiny', seed: int = 0) -> Pa
     model = GroundingDinoForObjectDetection(config).eval()
     processor = GroundingDinoProcessor(
         image_processor=GroundingDinoImageProcessor(size=image_size), tokenizer=tokenizer)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
-    _marker(out_dir, 'this Grounding DINO detector', size, seed)
-    return out_dir
+    return _save(out_dir, model, processor, 'this Grounding DINO detector', size, seed)
 
 
 def write_clip(out_dir: Path, size: str = 'tiny', seed: int = 0) -> Path:
@@ -159,11 +156,7 @@ def write_clip(out_dir: Path, size: str = 'tiny', seed: int = 0) -> Path:
             crop_size={'height': image_size, 'width': image_size},
             image_mean=OPENAI_CLIP_MEAN, image_std=OPENAI_CLIP_STD),
         tokenizer=tokenizer)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
-    _marker(out_dir, 'this CLIP model', size, seed)
-    return out_dir
+    return _save(out_dir, model, processor, 'this CLIP model', size, seed)
 
 
 def write_backend_models(out_dir: Path, size: str = 'tiny', seed: int = 0) -> Dict[str, str]:
