@@ -3,6 +3,9 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PYTEST_ARGS ?=
+# Fresh machines have no pretrained weights: the demo then runs on generated random weights
+# and says so loudly. With weights: make demo DEMO_ARGS="--clipseg-model DIR_OR_HF_ID".
+DEMO_ARGS ?= --random-weights
 
 .PHONY: help setup build test lint demo bench clean
 
@@ -28,7 +31,7 @@ lint: setup
 	@source scripts/env.sh && pytest -p no:cacheprovider test/test_lint.py
 
 demo: setup
-	@source scripts/env.sh && zs_perception_demo --random-weights --output demo_output
+	@source scripts/env.sh && zs_perception_demo $(DEMO_ARGS) --output demo_output
 
 bench: setup
 	@source scripts/env.sh && python -m benchmarks.bench_engine && \
