@@ -32,7 +32,7 @@ from zs_perception.segmentation.device import out_of_memory_as_error, resolve_de
 from zs_perception.segmentation.device import resolve_dtype, StageTimer
 from zs_perception.segmentation.instances import find_instances
 from zs_perception.segmentation.loading import load_hf_model
-from zs_perception.segmentation.prompting import normalize_prompts, prompt_key
+from zs_perception.segmentation.prompting import normalize_text_prompts, prompt_key
 
 DEFAULT_CLIP_MODEL = 'openai/clip-vit-base-patch32'
 # Phrases every pixel is also compared with, so that one prompt alone still has a background.
@@ -213,14 +213,7 @@ class ClipDenseSegmenter(Segmenter):
 
     def set_prompts(self, prompts: Sequence[PromptLike]) -> PromptReport:
         """Replace the active text prompts; phrases not seen before are encoded."""
-        normalized, dropped = normalize_prompts(prompts)
-        active = []
-        for prompt in normalized:
-            if prompt.text is None:
-                dropped.append((prompt, 'image prompts are not supported by clip_dense; '
-                                'use text phrases or the clipseg backends'))
-            else:
-                active.append(prompt)
+        active, dropped = normalize_text_prompts(prompts, 'clip_dense')
         truncated = [
             (p.label, f'{n} tokens, over the CLIP text limit of {self.runner.max_tokens}')
             for p in active for n in [self.runner.token_count(p.text)]

@@ -29,7 +29,7 @@ from zs_perception.segmentation.device import out_of_memory_as_error, resolve_de
 from zs_perception.segmentation.device import resolve_dtype, StageTimer
 from zs_perception.segmentation.instances import mask_box
 from zs_perception.segmentation.loading import load_sam
-from zs_perception.segmentation.prompting import normalize_prompts, prompt_key
+from zs_perception.segmentation.prompting import normalize_text_prompts, prompt_key
 from zs_perception.segmentation.sam import SamRefiner
 
 logger = logging.getLogger(__name__)
@@ -116,14 +116,7 @@ class GroundedSamSegmenter(Segmenter):
                 DINO) the phrases together are over its token limit.
 
         """
-        normalized, dropped = normalize_prompts(prompts)
-        active = []
-        for prompt in normalized:
-            if prompt.text is None:
-                dropped.append((prompt, 'image prompts are not supported by grounded_sam; '
-                                'use text phrases or the clipseg backends'))
-            else:
-                active.append(prompt)
+        active, dropped = normalize_text_prompts(prompts, 'grounded_sam')
         truncated = []
         for prompt in active:
             count = self.detector.token_count(prompt.text)

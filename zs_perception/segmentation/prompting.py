@@ -66,3 +66,20 @@ def normalize_prompts(prompts: Sequence[PromptLike]) -> Tuple[List[Prompt], List
         seen[key] = (len(active), prompt.label)
         active.append(prompt)
     return active, dropped
+
+
+def normalize_text_prompts(prompts: Sequence[PromptLike],
+                           backend: str) -> Tuple[List[Prompt], List[tuple]]:
+    """As :func:`normalize_prompts`, for a backend that takes text only.
+
+    Image prompts are dropped with a reason naming ``backend`` and the backends that take them.
+    """
+    normalized, dropped = normalize_prompts(prompts)
+    active = []
+    for prompt in normalized:
+        if prompt.text is None:
+            dropped.append((prompt, f'image prompts are not supported by {backend}; use text '
+                            'phrases or the clipseg backends'))
+        else:
+            active.append(prompt)
+    return active, dropped

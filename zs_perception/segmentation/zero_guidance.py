@@ -41,7 +41,8 @@ from zs_perception.segmentation.device import out_of_memory_as_error, resolve_de
 from zs_perception.segmentation.device import resolve_dtype, StageTimer
 from zs_perception.segmentation.instances import mask_box
 from zs_perception.segmentation.loading import load_sam
-from zs_perception.segmentation.prompting import normalize_prompts, prompt_key
+from zs_perception.segmentation.prompting import normalize_prompts, normalize_text_prompts
+from zs_perception.segmentation.prompting import prompt_key
 from zs_perception.segmentation.sam import SamRefiner
 
 DEFAULT_VOCABULARY = (
@@ -158,14 +159,7 @@ class ZeroGuidanceSegmenter(Segmenter):
 
     def set_prompts(self, prompts: Sequence[PromptLike]) -> PromptReport:
         """Set the goal phrases (empty: no goal); they join the vocabulary, encoded once."""
-        normalized, dropped = normalize_prompts(prompts)
-        active = []
-        for prompt in normalized:
-            if prompt.text is None:
-                dropped.append((prompt, 'image prompts are not supported by zero_guidance; '
-                                'use text phrases or the clipseg backends'))
-            else:
-                active.append(prompt)
+        active, dropped = normalize_text_prompts(prompts, 'zero_guidance')
         keys = {prompt_key(p) for p in active}
         labels = active + [p for p in self._vocabulary if prompt_key(p) not in keys]
         with out_of_memory_as_error(self.device, f'encoding {len(labels)} label phrases'), \
