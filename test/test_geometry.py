@@ -108,6 +108,32 @@ def test_numba_kernels_give_what_their_python_source_gives(scenes):
         fit, lo, hi = box[2:]
         _assert_same([pose._fit_cylinder(fit, lo[0], hi[0])],
                      [pose._fit_cylinder.py_func(fit, lo[0], hi[0])])
+        _assert_same(pose._measure(points, in_core, 30, 0.005, 0.004),
+                     pose._measure.py_func(points, in_core, 30, 0.005, 0.004))
+        # The box axes found do not depend on the signs of the starting axes.
+        for signs in ((1, 1, -1), (1, -1, 1), (-1, 1, 1)):
+            flipped = pose._fit_box_axes(sub, vecs * np.array(signs, float))
+            np.testing.assert_allclose(np.abs(flipped), np.abs(pose._fit_box_axes(sub, vecs)),
+                                       atol=1e-9)
+
+
+def test_symmetric_eigen_decomposition_matches_lapack():
+    rng = np.random.default_rng(1)
+    cases = [np.diag([3.0, 1.0, 2.0]), np.eye(3), np.zeros((3, 3)), np.diag([1.0, 1.0, 5.0])]
+    for _ in range(100):
+        a = rng.normal(size=(3, 3)) * rng.uniform(1e-4, 10.0)
+        cases.append(a @ a.T)
+    for a in cases:
+        values, vecs = pose._eigh3(a)
+        expected_values, expected_vecs = np.linalg.eigh(a)
+        scale = max(1.0, np.abs(expected_values).max())
+        np.testing.assert_allclose(values, expected_values, atol=1e-10 * scale)
+        np.testing.assert_allclose(vecs.T @ vecs, np.eye(3), atol=1e-10)
+        np.testing.assert_allclose(vecs @ np.diag(values) @ vecs.T, a, atol=1e-10 * scale)
+        distinct = np.abs(np.diff(expected_values)) > 1e-6 * scale
+        if distinct.all():  # then each vector is unique up to its sign
+            np.testing.assert_allclose(np.abs(np.sum(vecs * expected_vecs, axis=0)), 1.0,
+                                       atol=1e-7)
 
 
 def test_depth_noise_estimate_and_edge_preserving_denoise():

@@ -58,16 +58,18 @@ Orientation convention (matches ``msg/SegmentedObject.msg``), all in the camera 
 An object that cannot get a pose has ``has_pose = False``, ``status`` saying why, a zero
 position and extents, the identity rotation, and whatever points it had (maybe none).
 
-Speed: the per-point loops (steps 2-7) are numba kernels (``_object_points``,
-``_oriented_box``, ``_fit_cylinder`` and their helpers) that release the GIL, so the objects
-of one call are measured in parallel on a small thread pool (one thread per core, at most
-4; results do not depend on it). The kernels have explicit signatures, so they
-are compiled when this module is imported, never on the first frame. The machine code is
-cached beside this file (``__pycache__``, numba's ``cache=True``): the first import after
-an install or a change of this file compiles for tens of seconds on a small CPU, later
-imports load the cache in well under a second. The kernels use no BLAS/LAPACK (numba needs
-SciPy for those); the 3x3 eigen-decomposition of step 5 stays in numpy. A float64 depth
-image is used as float32 metres.
+Speed: everything after the mask's bounding box and erosion (OpenCV) runs in numba kernels
+(``_object_points`` for steps 2-4, ``_measure`` for steps 5-7, and their helpers) that
+release the GIL, so the objects of one call are measured in parallel on a small thread pool
+(one thread per core, at most 4; results do not depend on it). The kernels have explicit
+signatures, so they are compiled when this module is imported, never on the first frame.
+The machine code is cached beside this file (``__pycache__``, numba's ``cache=True``): the
+first import after an install or a change of this file compiles for tens of seconds on a
+small CPU, later imports load the cache in well under a second. The kernels use no
+BLAS/LAPACK (numba needs SciPy for those): the 3x3 eigen-decomposition of step 5 is a
+Jacobi iteration (:func:`_eigh3`). The box fit tries every hull edge direction, so its
+answer does not depend on the signs of the eigenvectors. A float64 depth image is used as
+float32 metres.
 """
 
 from concurrent.futures import ThreadPoolExecutor
@@ -86,7 +88,6 @@ STATUS_OK = 'ok'
 _AXIS_FIT_POINTS = 200
 _FIT_POINTS = 1200
 _REFINE_DEG = 5.0
-_ANGLE_STEP_DEG = 0.1
 _TRIM_BUFFER = 16
 _CYLINDER_FIT_POINTS = 400
 _CAP_BAND = 0.15
@@ -522,8 +523,9 @@ def _fit_box_axes(points, axes):
         best, best_score = 0.0, _hug_score(u, v, 0.0)
         angles = np.sort((_hull_edge_angles(u, v) + np.pi / 4) % (np.pi / 2) - np.pi / 4)
         tried = -np.inf
-        for angle in angles:  # sides 90 deg apart; one candidate per _ANGLE_STEP_DEG
-            if angle - tried < np.radians(_ANGLE_STEP_DEG) or (step >= 3 and abs(angle) >= refine):
+        for angle in angles:  # sides 90 deg apart; every edge direction (the answer does
+            # not depend on the signs of the starting axes)
+            if angle == tried or (step >= 3 and abs(angle) >= refine):
                 continue
             tried = angle
             score = _hug_score(u, v, angle)
@@ -619,43 +621,94 @@ def _oriented_box(points, core, mean, axes, trim, margin):
     return axes[:, order], points[inside], fit[:, order], lo[order], hi[order]
 
 
-def _orient(axes, position):
-    """Apply the sign convention to principal axes ``axes`` (columns: longest..shortest)."""
-    x, z = axes[:, 0], axes[:, 2]
-    zp = float(z @ position)
-    if zp > 0 or (zp == 0 and z[2] > 0):
-        z = -z
-    nonzero = np.flatnonzero(np.abs(x) > 1e-12)
-    if x[nonzero[0]] < 0:
-        x = -x
-    return np.stack([x, _cross(z, x), z], axis=1)
+@njit('Tuple((f8[:], f8[:, :]))(f8[:, :])', cache=True, nogil=True)
+def _eigh3(matrix):
+    """Eigenvalues (ascending) and eigenvectors (columns) of a symmetric ``(3, 3)`` matrix.
+
+    Cyclic Jacobi rotations (no LAPACK in the kernels); the same answer as
+    ``np.linalg.eigh`` up to each vector's sign.
+    """
+    a = matrix.copy()
+    vecs = np.eye(3)
+    for _ in range(50):
+        off = a[0, 1] ** 2 + a[0, 2] ** 2 + a[1, 2] ** 2
+        if off <= 1e-30 * (a[0, 0] ** 2 + a[1, 1] ** 2 + a[2, 2] ** 2) or off == 0.0:
+            break
+        for p, q in ((0, 1), (0, 2), (1, 2)):
+            if a[p, q] == 0.0:
+                continue
+            theta = (a[q, q] - a[p, p]) / (2.0 * a[p, q])
+            t = 1.0 / (abs(theta) + np.sqrt(theta * theta + 1.0))
+            if theta < 0.0:
+                t = -t
+            c = 1.0 / np.sqrt(t * t + 1.0)
+            s = t * c
+            for k in range(3):  # a <- a J, vecs <- vecs J
+                a[k, p], a[k, q] = c * a[k, p] - s * a[k, q], s * a[k, p] + c * a[k, q]
+                vecs[k, p], vecs[k, q] = (c * vecs[k, p] - s * vecs[k, q],
+                                          s * vecs[k, p] + c * vecs[k, q])
+            for k in range(3):  # a <- J^T a
+                a[p, k], a[q, k] = c * a[p, k] - s * a[q, k], s * a[p, k] + c * a[q, k]
+    values = np.array([a[0, 0], a[1, 1], a[2, 2]])
+    order = np.argsort(values, kind='mergesort')
+    return values[order], vecs[:, order]
 
 
+@njit('f8[:](f8[:, :], f8[:])', cache=True, nogil=True)
+def _matvec(m, v):
+    """``m @ v`` for a ``(3, 3)`` matrix and a ``(3,)`` vector (no BLAS in the kernels)."""
+    return np.array([m[0, 0] * v[0] + m[0, 1] * v[1] + m[0, 2] * v[2],
+                     m[1, 0] * v[0] + m[1, 1] * v[1] + m[1, 2] * v[2],
+                     m[2, 0] * v[0] + m[2, 1] * v[1] + m[2, 2] * v[2]])
+
+
+@njit('f8[:](f8[:], f8[:])', cache=True, nogil=True)
 def _cross(a, b):
-    """Cross product of two ``(3,)`` vectors (``np.cross`` costs more than the arithmetic)."""
+    """Cross product of two ``(3,)`` vectors."""
     return np.array([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2],
                      a[0] * b[1] - a[1] * b[0]])
 
 
-def rotation_to_quaternion(rot: np.ndarray) -> np.ndarray:
-    """``(3, 3)`` rotation matrix -> ``(4,)`` ``float64`` quaternion ``x, y, z, w``, ``w >= 0``."""
-    m = np.asarray(rot, dtype=np.float64)
+@njit('f8[:, :](f8[:, :], f8[:])', cache=True, nogil=True)
+def _orient(axes, position):
+    """Apply the sign convention to ``(3, 3)`` axes (columns: longest..shortest)."""
+    x, z = axes[:, 0].copy(), axes[:, 2].copy()
+    zp = z[0] * position[0] + z[1] * position[1] + z[2] * position[2]
+    if zp > 0 or (zp == 0 and z[2] > 0):
+        z = -z
+    for c in range(3):  # the first non-zero component of x is positive
+        if abs(x[c]) > 1e-12:
+            if x[c] < 0:
+                x = -x
+            break
+    out = np.empty((3, 3))
+    out[:, 0], out[:, 1], out[:, 2] = x, _cross(z, x), z
+    return out
+
+
+@njit('f8[:](f8[:, :])', cache=True, nogil=True)
+def _quaternion(m):
+    """``(3, 3)`` rotation -> ``(4,)`` quaternion ``x, y, z, w`` with ``w >= 0``."""
     tr = m[0, 0] + m[1, 1] + m[2, 2]
     if tr > 0:
         s = 2.0 * np.sqrt(tr + 1.0)
-        q = [(m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, s / 4]
+        q = np.array([m[2, 1] - m[1, 2], m[0, 2] - m[2, 0], m[1, 0] - m[0, 1], s * s / 4]) / s
     elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
         s = 2.0 * np.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2])
-        q = [s / 4, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s, (m[2, 1] - m[1, 2]) / s]
+        q = np.array([s * s / 4, m[0, 1] + m[1, 0], m[0, 2] + m[2, 0], m[2, 1] - m[1, 2]]) / s
     elif m[1, 1] > m[2, 2]:
         s = 2.0 * np.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2])
-        q = [(m[0, 1] + m[1, 0]) / s, s / 4, (m[1, 2] + m[2, 1]) / s, (m[0, 2] - m[2, 0]) / s]
+        q = np.array([m[0, 1] + m[1, 0], s * s / 4, m[1, 2] + m[2, 1], m[0, 2] - m[2, 0]]) / s
     else:
         s = 2.0 * np.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1])
-        q = [(m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, s / 4, (m[1, 0] - m[0, 1]) / s]
-    q = np.asarray(q)
-    q /= np.linalg.norm(q)
+        q = np.array([m[0, 2] + m[2, 0], m[1, 2] + m[2, 1], s * s / 4, m[1, 0] - m[0, 1]]) / s
+    q /= np.sqrt(np.sum(q * q))
     return -q if q[3] < 0 else q
+
+
+def rotation_to_quaternion(rot: np.ndarray) -> np.ndarray:
+    """``(3, 3)`` rotation matrix -> ``(4,)`` ``float64`` quaternion ``x, y, z, w``, ``w >= 0``."""
+    return _quaternion(np.ascontiguousarray(rot, dtype=np.float64))
 
 
 @functools.lru_cache(maxsize=8)
@@ -692,60 +745,16 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
         return ObjectGeometry.without_pose(
             f'too few points ({len(points)} < {min_points})', len(points), valid_fraction,
             points.astype(np.float32))
-
-    trim = trim_percent / 100.0
-    core_points = points[in_core] if np.count_nonzero(in_core) >= min_points else points
-    core_points = core_points[::max(1, len(core_points) // _FIT_POINTS)]
-    mean = core_points.mean(axis=0)
-    centred = core_points - mean
-    _, vecs = np.linalg.eigh(centred.T @ centred)  # ascending eigenvalues
     # The rim the erosion removed belongs to the object where it lies within the eroded
-    # width of the core's box; farther rim points are background the mask bled onto.
-    margin = (erode_px + 0.5) * mean[2] / min(intr.fx, intr.fy)  # metres, at the mean depth
-    axes, points, fit, lo, hi = _oriented_box(points, centred, mean, vecs[:, ::-1], trim,
-                                              margin)
-    shape = 'box'
-    position = mean + axes @ ((lo + hi) / 2.0)
-    extents = hi - lo
-    cylinder = _cylinder(fit, lo, hi, trim)
-    if cylinder is not None:
-        shape = 'cylinder'
-        axis, centre, length, diameter = cylinder
-        position = mean + axes @ centre
-        x = axes @ axis
-        y = axes[:, 1] - (axes[:, 1] @ x) * x
-        y /= np.linalg.norm(y)
-        axes = np.stack([x, y, _cross(x, y)], axis=1)
-        extents = np.array([length, diameter, diameter])
-    rotation = _orient(axes, position)
+    # width of the core's box (metres per metre of depth); farther rim points are background
+    # the mask bled onto.
+    margin = (erode_px + 0.5) / min(intr.fx, intr.fy)
+    kept, position, rotation, quaternion, extents, cylinder = _measure(
+        points, in_core, min_points, trim_percent / 100.0, margin)
     return ObjectGeometry(
         has_pose=True, status=STATUS_OK, position=position, rotation=rotation,
-        quaternion=rotation_to_quaternion(rotation), extents=extents, num_points=len(points),
-        valid_fraction=valid_fraction, points=points.astype(np.float32), shape=shape)
-
-
-def _cylinder(local, lo, hi, trim):
-    """Cylinder test on object coordinates ``local`` ``(n, 3)`` (x = longest axis).
-
-    Returns:
-        ``(axis, centre, length, diameter)`` of the cylinder, ``axis`` and ``centre``
-        ``(3,)`` in object coordinates, lengths in metres; or ``None`` for a box.
-
-    """
-    fitted = _fit_cylinder(local, lo[0], hi[0])
-    if not np.isfinite(fitted[0]):
-        return None
-    radius, rms, span = fitted[4:]
-    width = max(hi[1] - lo[1], hi[2] - lo[2])
-    if not (rms < _CIRCLE_MAX_RMS * radius and span >= np.radians(_CIRCLE_MIN_SPAN_DEG)
-            and 0.7 * width <= 2.0 * radius <= 1.3 * width and 2.0 * radius < hi[0] - lo[0]):
-        return None
-    origin = np.array([0.0, fitted[0], fitted[1]])
-    axis = np.array([1.0, fitted[2], fitted[3]])
-    axis /= np.linalg.norm(axis)
-    t_lo, t_hi = _trimmed_range(((local - origin) @ axis)[:, None], trim)
-    centre = origin + axis * (0.5 * (t_lo[0] + t_hi[0]))
-    return axis, centre, float(t_hi[0] - t_lo[0]), 2.0 * radius
+        quaternion=quaternion, extents=extents, num_points=len(kept),
+        valid_fraction=valid_fraction, points=kept, shape='cylinder' if cylinder else 'box')
 
 
 @njit('f8[:](f8[:, :], f8[:])', cache=True, nogil=True)
@@ -841,3 +850,66 @@ def _fit_cylinder(local, x_lo, x_hi):
     angle = np.sort(np.arctan2(dz, dy))
     out[6] = 2.0 * np.pi - max(np.max(np.diff(angle)), angle[0] + 2.0 * np.pi - angle[-1])
     return out
+
+
+@njit('Tuple((f4[:, :], f8[:], f8[:, :], f8[:], f8[:], b1))(f8[:, :], b1[:], i8, f8, f8)',
+      cache=True, nogil=True)
+def _measure(points, in_core, min_points, trim, margin_per_m):
+    """Pose, extents and shape of an object's kept points (module docs, steps 5-7).
+
+    Args:
+        points: ``(n, 3)`` kept points, camera frame, metres (``n >= min_points``).
+        in_core: ``(n,)`` whether each point is in the eroded mask.
+        min_points: fewest core points to fit the axes on the core alone.
+        trim: fraction trimmed at each end of each axis for the extents.
+        margin_per_m: how far (metres per metre of depth) a rim point may lie outside the
+            core's box and still be kept.
+
+    Returns:
+        ``(kept, position, rotation, quaternion, extents, is_cylinder)``: the ``(k, 3)``
+        ``float32`` points kept, ``(3,)`` position, ``(3, 3)`` rotation (columns = object
+        axes, signs per the module docs), ``(4,)`` ``x, y, z, w`` quaternion, ``(3,)``
+        extents in metres, and whether the shape rule found a cylinder.
+
+    """
+    core = points[in_core] if np.count_nonzero(in_core) >= min_points else points
+    core = core[::max(1, core.shape[0] // _FIT_POINTS)]
+    mean = np.empty(3)
+    for c in range(3):
+        mean[c] = np.mean(core[:, c])
+    centred = core - mean
+    cov = np.zeros((3, 3))
+    for k in range(centred.shape[0]):
+        for r in range(3):
+            for c in range(3):
+                cov[r, c] += centred[k, r] * centred[k, c]
+    vecs = _eigh3(cov)[1]
+    axes, kept, fit, lo, hi = _oriented_box(points, centred, mean, vecs[:, ::-1].copy(), trim,
+                                            margin_per_m * mean[2])
+    position = mean + _matvec(axes, 0.5 * (lo + hi))
+    extents = hi - lo
+    fitted = _fit_cylinder(fit, lo[0], hi[0])
+    radius, rms, span = fitted[4], fitted[5], fitted[6]
+    width = max(hi[1] - lo[1], hi[2] - lo[2])
+    cylinder = (np.isfinite(fitted[0]) and rms < _CIRCLE_MAX_RMS * radius
+                and span >= np.radians(_CIRCLE_MIN_SPAN_DEG)
+                and 0.7 * width <= 2.0 * radius <= 1.3 * width and 2.0 * radius < hi[0] - lo[0])
+    if cylinder:  # x = the fitted axis, the centre on it at mid-length
+        origin = np.array([0.0, fitted[0], fitted[1]])
+        axis = np.array([1.0, fitted[2], fitted[3]])
+        axis /= np.sqrt(np.sum(axis * axis))
+        along = np.empty((fit.shape[0], 1))
+        for k in range(fit.shape[0]):
+            along[k, 0] = ((fit[k, 0] - origin[0]) * axis[0] + (fit[k, 1] - origin[1]) * axis[1]
+                           + (fit[k, 2] - origin[2]) * axis[2])
+        t_lo, t_hi = _trimmed_range(along, trim)
+        position = mean + _matvec(axes, origin + axis * (0.5 * (t_lo[0] + t_hi[0])))
+        x = _matvec(axes, axis)
+        y = axes[:, 1] - np.sum(axes[:, 1] * x) * x
+        y /= np.sqrt(np.sum(y * y))
+        axes = np.empty((3, 3))
+        axes[:, 0], axes[:, 1], axes[:, 2] = x, y, _cross(x, y)
+        extents = np.array([t_hi[0] - t_lo[0], 2.0 * radius, 2.0 * radius])
+    rotation = _orient(axes, position)
+    return (kept.astype(np.float32), position, rotation, _quaternion(rotation), extents,
+            cylinder)
