@@ -6,7 +6,9 @@ Run from the repository root, with the colcon build sourced (``source scripts/en
 
 The perception node runs in its own process, as deployed; the replay publisher and a
 recorder node share a second one (each with its own rclpy context and single-threaded
-executor). The replay plays the demo scene (rgb8 image, 16UC1 depth, camera_info, same
+executor). The rows with the ``shm profile`` transport start both processes with the
+package's Fast DDS profile (``config/fastdds_shm.xml``), the others with Fast DDS's
+defaults. The replay plays the demo scene (rgb8 image, 16UC1 depth, camera_info, same
 stamps) at 30 Hz into the node, and the recorder subscribes to every output (``~/objects``,
 ``~/masks``, ``~/poses``, ``~/markers``, ``~/points``, ``/diagnostics``, and
 ``~/debug_image`` in the rows that say so, since the node draws the overlay only while
@@ -31,6 +33,8 @@ full-size random weights (meaningless masks, real compute).
 import argparse
 import functools
 import multiprocessing
+import os
+import pathlib
 import platform
 import tempfile
 import threading
@@ -58,6 +62,9 @@ RATE_HZ = 30.0
 WARMUP_S = 2.0
 # Stages the node times itself and reports on /diagnostics (medians of its last 100 frames).
 NODE_STAGES = ('convert', 'geometry', 'tracking', 'publish')
+# The Fast DDS profile the package ships for camera-rate images (config/fastdds_shm.xml).
+PROFILE_VARIABLE = 'FASTRTPS_DEFAULT_PROFILES_FILE'
+SHM_PROFILE = pathlib.Path(__file__).resolve().parents[1] / 'config' / 'fastdds_shm.xml'
 LABELS = ('red box', 'blue cylinder', 'table patch a', 'table patch b', 'table patch c')
 
 
@@ -155,21 +162,12 @@ def _node_process(make_segmenter, prompts, domain_id, ready, stop, results):
         rclpy.try_shutdown(context=context)
 
 
-def run_row(scene_dir, make_segmenter, seconds, debug_image, prompts):
-    """Run one graph for ``seconds`` after warm-up; return the row's figures.
+def _driver_process(scene_dir, seconds, debug_image, domain_id, stop, results):
+    """Child process: the replay publisher and the recorder, for one row.
 
-    The node runs in its own process, as it does when deployed; the replay publisher and
-    the recorder share this one.
+    Waits for the node to subscribe, plays the scene for ``WARMUP_S + seconds`` and puts the
+    measured window on ``results``: ``{'received': [(stamp s, receipt s, objects)], ...}``.
     """
-    domain_id = int(np.random.default_rng().integers(100, 230))
-    spawn = multiprocessing.get_context('spawn')
-    ready, stop, results = spawn.Event(), spawn.Event(), spawn.Queue()
-    child = spawn.Process(target=_node_process, args=(make_segmenter, prompts, domain_id,
-                                                      ready, stop, results), daemon=True)
-    child.start()
-    if not ready.wait(timeout=300.0):
-        child.kill()
-        raise RuntimeError('the node process did not start within 300 s')
     context = Context()
     rclpy.init(context=context, domain_id=domain_id)
     replay = ReplayPublisher(context=context, autostart=False, parameter_overrides=[
@@ -205,7 +203,6 @@ def run_row(scene_dir, make_segmenter, seconds, debug_image, prompts):
             if status.hardware_id == base:
                 with lock:
                     diagnostics.update((kv.key, kv.value) for kv in status.values)
-                    counts['diagnostics'] = counts.get('diagnostics', 0) + 1
 
     recorder.create_subscription(DiagnosticArray, '/diagnostics', on_diagnostics, 10)
     # Single-threaded: rclpy's MultiThreadedExecutor polls its futures in a busy loop that
@@ -232,13 +229,12 @@ def run_row(scene_dir, make_segmenter, seconds, debug_image, prompts):
         with lock:
             window = list(received[first_received:])
             window_counts = dict(counts)
-            stages = {stage: float(diagnostics.get(f'{stage}_ms_median', 'nan'))
-                      for stage in NODE_STAGES}
-            node_counts = {k: int(diagnostics.get(k, -1)) for k in
-                           ('frames_received', 'frames_processed', 'frames_dropped')}
-        published = replay.frames_published - first_published
-        elapsed = time.monotonic() - t_start
-        wall_end = time.time()
+            node_diagnostics = dict(diagnostics)
+        results.put({'received': window, 'counts': window_counts,
+                     'diagnostics': node_diagnostics, 'outputs': [n for _, n in outputs],
+                     'published': replay.frames_published - first_published,
+                     'elapsed': time.monotonic() - t_start, 'wall_start': wall_start,
+                     'wall_end': time.time()})
     finally:
         stop.set()
         executor.shutdown()
@@ -246,16 +242,58 @@ def run_row(scene_dir, make_segmenter, seconds, debug_image, prompts):
         for n in (recorder, replay):
             n.destroy_node()
         rclpy.try_shutdown(context=context)
-    engine = results.get(timeout=60.0)
-    child.join(timeout=30.0)
 
+
+def run_row(scene_dir, make_segmenter, seconds, debug_image, prompts, fastdds_profile=None):
+    """Run one graph for ``seconds`` after warm-up; return the row's figures.
+
+    The node runs in its own process, as it does when deployed; the replay publisher and
+    the recorder share a second one. ``fastdds_profile``: a Fast DDS XML profile both
+    processes load (``FASTRTPS_DEFAULT_PROFILES_FILE``), or None for Fast DDS's defaults.
+    """
+    domain_id = int(np.random.default_rng().integers(100, 230))
+    spawn = multiprocessing.get_context('spawn')
+    ready, stop, engine_q, driver_q = spawn.Event(), spawn.Event(), spawn.Queue(), spawn.Queue()
+    saved = os.environ.pop(PROFILE_VARIABLE, None)
+    if fastdds_profile is not None:
+        os.environ[PROFILE_VARIABLE] = str(fastdds_profile)
+    try:  # spawned children inherit this process's environment at start
+        node = spawn.Process(target=_node_process, args=(make_segmenter, prompts, domain_id,
+                                                         ready, stop, engine_q), daemon=True)
+        node.start()
+        if not ready.wait(timeout=300.0):
+            node.kill()
+            raise RuntimeError('the node process did not start within 300 s')
+        driver = spawn.Process(target=_driver_process, args=(scene_dir, seconds, debug_image,
+                                                             domain_id, stop, driver_q),
+                               daemon=True)
+        driver.start()
+    finally:
+        os.environ.pop(PROFILE_VARIABLE, None)
+        if saved is not None:
+            os.environ[PROFILE_VARIABLE] = saved
+    try:
+        result = driver_q.get(timeout=WARMUP_S + seconds + 120.0)
+    finally:
+        stop.set()
+    engine = engine_q.get(timeout=60.0)
+    for child in (driver, node):
+        child.join(timeout=30.0)
+
+    window, window_counts = result['received'], result['counts']
+    diagnostics = result['diagnostics']
+    published, elapsed = result['published'], result['elapsed']
     e2e = np.array([r[1] - r[0] for r in window]) * 1e3
-    engine_ms = np.array([s for end, s in engine if wall_start <= end <= wall_end]) * 1e3
+    engine_ms = np.array([s for end, s in engine
+                          if result['wall_start'] <= end <= result['wall_end']]) * 1e3
     # Per frame: end-to-end minus the window's median engine time (the node process does
     # not tell which segment call served which stamp).
     overhead = e2e - np.median(engine_ms)
     # Every output once per frame; a message or two may straddle the window's edges.
-    missing = [name for _, name in outputs if window_counts.get(name, 0) < len(window) - 2]
+    missing = [name for name in result['outputs']
+               if window_counts.get(name, 0) < len(window) - 2]
+    stages = {stage: float(diagnostics.get(f'{stage}_ms_median', 'nan'))
+              for stage in NODE_STAGES}
     return {
         'e2e_median_ms': round(float(np.median(e2e)), 2),
         'e2e_p99_ms': round(float(np.percentile(e2e, 99)), 2),
@@ -268,7 +306,8 @@ def run_row(scene_dir, make_segmenter, seconds, debug_image, prompts):
         'objects_per_frame': round(float(np.mean([r[2] for r in window])), 1),
         **{f'node_{stage}_ms': round(ms, 2) for stage, ms in stages.items()},
         'all_outputs_published': not missing,
-        **{f'node_{k}': v for k, v in node_counts.items()},
+        **{f'node_{k}': int(diagnostics.get(k, -1)) for k in
+           ('frames_received', 'frames_processed', 'frames_dropped')},
     }
 
 
@@ -284,17 +323,20 @@ def main(argv=None):
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         scene_dir = make_demo_scene(tmp, frames=1)
-        for debug_image in (True, False):
-            row = run_row(scene_dir, functools.partial(SceneMaskSegmenter, masks),
-                          args.seconds, debug_image, LABELS)
-            rows.append({'segmenter': 'scene masks (5 objects)', 'depth': True,
-                         'debug_image': debug_image, **row})
+        for transport, profile, debug_images in (('shm profile', SHM_PROFILE, (True, False)),
+                                                 ('fast dds defaults', None, (False,))):
+            for debug_image in debug_images:
+                row = run_row(scene_dir, functools.partial(SceneMaskSegmenter, masks),
+                              args.seconds, debug_image, LABELS, profile)
+                rows.append({'segmenter': 'scene masks (5 objects)', 'transport': transport,
+                             'depth': True, 'debug_image': debug_image, **row})
         if args.clipseg:
             from zs_perception.tools.make_random_models import write_random_models
             made = write_random_models(f'{tmp}/models', size='full', sam_type='none')
             row = run_row(scene_dir, functools.partial(clipseg_segmenter, made['clipseg']),
-                          max(args.seconds, 20.0), True, LABELS[:2])
-            rows.append({'segmenter': 'CLIPSeg rd64 (random weights)', 'depth': True,
+                          max(args.seconds, 20.0), True, LABELS[:2], SHM_PROFILE)
+            rows.append({'segmenter': 'CLIPSeg rd64 (random weights)',
+                         'transport': 'shm profile', 'depth': True,
                          'debug_image': True, **row})
     emit('node', rows, {
         'input': f'640x480 rgb8 + 16UC1 depth + camera_info at {RATE_HZ:.0f} Hz',

@@ -18,12 +18,16 @@ Arguments: ``params_file`` (default: the installed config/zs_perception.yaml),
 subscriptions are remapped to), ``rviz`` (start rviz2 with config/zs_perception.rviz),
 ``replay_dir`` (non-empty: also start ``zs_perception_replay`` on that directory,
 publishing on the same topics) and ``replay_rate_hz``.
+
+The processes it starts load the package's Fast DDS profile (config/fastdds_shm.xml: shared
+memory large enough for camera images) unless ``FASTRTPS_DEFAULT_PROFILES_FILE`` is already
+set; export the same variable for the camera driver, whose shared memory carries the images.
 """
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
 from launch.conditions import IfCondition, LaunchConfigurationNotEquals
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
@@ -58,6 +62,13 @@ def generate_launch_description():
         DeclareLaunchArgument('replay_rate_hz', default_value='2.0',
                               description='Frames per second of the replay.'),
     ]
+    # Camera-rate images between processes need a larger shared-memory segment than Fast
+    # DDS's default (see the profile's comment); a profile the user set wins.
+    fastdds_profile = SetEnvironmentVariable(
+        'FASTRTPS_DEFAULT_PROFILES_FILE',
+        EnvironmentVariable('FASTRTPS_DEFAULT_PROFILES_FILE',
+                            default_value=PathJoinSubstitution([share, 'config',
+                                                                'fastdds_shm.xml'])))
     camera_remaps = [
         ('image', LaunchConfiguration('image_topic')),
         ('image/compressed', [LaunchConfiguration('image_topic'), '/compressed']),
@@ -94,4 +105,4 @@ def generate_launch_description():
         arguments=['-d', PathJoinSubstitution([share, 'config', 'zs_perception.rviz'])],
         condition=IfCondition(LaunchConfiguration('rviz')),
     )
-    return LaunchDescription(arguments + [perception, replay, rviz])
+    return LaunchDescription(arguments + [fastdds_profile, perception, replay, rviz])

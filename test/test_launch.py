@@ -109,6 +109,19 @@ def test_default_params_file_exists_in_source_and_install_tree():
         assert (prefix / 'share' / PACKAGE / 'config' / 'zs_perception.yaml').is_file()
         assert (prefix / 'share' / PACKAGE / 'launch' / LAUNCH_FILE.name).is_file()
         assert (prefix / 'share' / PACKAGE / 'config' / RVIZ_FILE.name).is_file()
+        assert (prefix / 'share' / PACKAGE / 'config' / 'fastdds_shm.xml').is_file()
+
+
+def test_launched_processes_get_the_fastdds_profile_unless_one_is_set():
+    tree = _launch_tree()
+    (call,) = _calls(tree, 'SetEnvironmentVariable')
+    assert _value(call.args[0], {}) == 'FASTRTPS_DEFAULT_PROFILES_FILE'
+    (fallback,) = _calls(call, 'EnvironmentVariable')  # the user's value wins
+    assert _value(fallback.args[0], {}) == 'FASTRTPS_DEFAULT_PROFILES_FILE'
+    default = next(k.value for k in fallback.keywords if k.arg == 'default_value')
+    parts = [_value(e, {}) for e in default.args[0].elts]
+    assert parts[1:] == ['config', 'fastdds_shm.xml']
+    assert (ROOT / 'config' / 'fastdds_shm.xml').is_file()
 
 
 def test_every_params_file_key_is_a_declared_parameter():
