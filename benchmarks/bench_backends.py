@@ -5,14 +5,16 @@ per frame of the documented library usage (the reference) and of ours, and
 their ratio. Grounded-SAM's reference runs the transformers processor, model
 and post-processing on every frame, then ``SamPredictor.predict`` once per box
 (both keep the 10 best boxes, so N = 10 means 10 prompts and 10 boxes). The
-zero-guidance reference prompts SAM one grid point per ``predict`` call and
-embeds each segment (the first 10) with its own CLIP call. The clip_dense
-reference runs the same pipeline but encodes the prompts again on every frame.
+zero-guidance reference is segment_anything's ``SamAutomaticMaskGenerator`` (same grid,
+thresholds and NMS) followed by one CLIP call per segment, image encoder included on both
+sides (the table says how many segments each side labelled). The clip_dense reference runs
+the same pipeline but encodes the prompts again on every frame.
 
-The SAM image encoder is the same computation on both sides (once per frame): it is
-timed once, apart (``sam_encoder_ms``), and both sides then reuse that frame's embedding,
-so ``speedup`` compares the detector, prompt and decoder work, and ``speedup_per_frame``
-adds the encoder back to both. Calls of the two sides alternate, so load hits both alike.
+For Grounded-SAM the SAM image encoder is the same computation on both sides (once per
+frame): it is timed once, apart (``sam_encoder_ms``), and both sides then reuse that
+frame's embedding, so ``speedup`` compares the detector, prompt and decoder work, and
+``speedup_per_frame`` adds the encoder back to both. Calls of the two sides alternate, so
+load hits both alike.
 
 Usage (from the repo root, after ``source scripts/env.sh``)::
 
@@ -30,7 +32,7 @@ import tempfile
 
 from benchmarks.report import emit, stats_ms, time_calls
 import numpy as np
-from segment_anything import SamPredictor
+from segment_anything import SamAutomaticMaskGenerator, SamPredictor
 import torch
 from transformers import GroundingDinoForObjectDetection, GroundingDinoProcessor
 from transformers import Owlv2ForObjectDetection, Owlv2Processor
@@ -97,19 +99,18 @@ def reference_grounded_sam(processor, model, predictor, image, texts, detector, 
     return masks
 
 
-def reference_zero_guidance(seg, predictor, image):
-    """Naive zero-guidance: one ``predict`` per grid point, one CLIP call per segment.
+def reference_zero_guidance(generator, seg, image):
+    """Naive zero-guidance on one frame: segment_anything's documented segment-everything
+    usage (``SamAutomaticMaskGenerator.generate``, image encoder included), then one CLIP
+    call per segment (its two views, as ours).
 
-    ``predictor`` must hold ``image`` already (the image encoder is timed apart).
+    Returns:
+        ``(records, labels)``: the generator's masks and one ``(labels, scores)`` per mask.
+
     """
-    masks = []
-    for point in seg.point_grid(*image.shape[:2]):
-        candidates, scores, _ = predictor.predict(point_coords=point[None],
-                                                  point_labels=np.ones(1),
-                                                  multimask_output=True)
-        masks.append(candidates[int(scores.argmax())])
-    labels = [seg.label(image, mask[None]) for mask in masks[:10] if mask.any()]
-    return masks, labels
+    records = generator.generate(image)
+    labels = [seg.label(image, record['segmentation'][None]) for record in records]
+    return records, labels
 
 
 def _encoder_ms(predictor, image):
@@ -163,18 +164,21 @@ def _bench_zero_guidance(models, tiny, image, device, repeats, rows):
         sam_checkpoint=tiny['sam_checkpoint'], sam_model_type=tiny['sam_model_type'],
         clip_model=models['clip'], device=str(device), precision='fp32', threshold=0.0,
         min_area_px=0, allow_random_weights=True)
+    # Every candidate kept by quality, on both sides: random weights predict low quality.
     seg.set_thresholds(mask_quality_iou=0.0, stability_iou=0.0)
-    predictor = SamPredictor(seg.refiner.sam)
-    with torch.inference_mode():
-        encoder = _encoder_ms(predictor, image)
-        seg.refiner.embed(image)
+    generator = SamAutomaticMaskGenerator(
+        seg.refiner.sam, points_per_side=seg.points_per_side,
+        points_per_batch=seg.points_per_batch, pred_iou_thresh=0.0, stability_score_thresh=0.0,
+        stability_score_offset=1.0, box_nms_thresh=seg.nms_iou)
     for n in (1, 3, 10):
         seg.set_prompts(PHRASES[:n])
         with torch.inference_mode():
-            ref, ours = time_pair(lambda: reference_zero_guidance(seg, predictor, image),
-                                  lambda: seg.segment(image), repeats)
+            # Both sides encode every frame (the generator cannot reuse an embedding).
+            ref, ours = time_pair(lambda: reference_zero_guidance(generator, seg, image),
+                                  lambda: _fresh_frame(seg, image), repeats)
+            labelled = (len(generator.generate(image)), len(seg.masks(image)[0]))
         rows.append(_row('zero_guidance', n, seg.points_per_side ** 2, ref, ours, device,
-                         encoder))
+                         labelled=labelled))
 
 
 def _bench_clip_dense(models, image, device, repeats, rows):
@@ -196,8 +200,11 @@ def _bench_clip_dense(models, image, device, repeats, rows):
         rows.append(_row('clip_dense', n, 0, ref, ours, device))
 
 
-def _row(backend, n, boxes, ref, ours, device, encoder_ms=0.0):
-    """One table row; ``encoder_ms`` is the SAM image encoder both sides run once per frame."""
+def _row(backend, n, boxes, ref, ours, device, encoder_ms=0.0, labelled=None):
+    """One table row; ``encoder_ms`` is the SAM image encoder both sides run once per frame.
+
+    ``labelled``: zero-guidance's ``(reference, ours)`` number of segments given to CLIP.
+    """
     ref_ms, ours_ms = stats_ms(ref)['median_ms'], stats_ms(ours)['median_ms']
     return {'backend': backend, 'prompts': n, 'boxes_or_points': boxes,
             'device': device.type, 'reference_median_ms': ref_ms, 'ours_median_ms': ours_ms,
@@ -205,7 +212,8 @@ def _row(backend, n, boxes, ref, ours, device, encoder_ms=0.0):
             'speedup': round(ref_ms / max(ours_ms, 1e-9), 2),
             'sam_encoder_ms': encoder_ms,
             'speedup_per_frame': round((ref_ms + encoder_ms) / max(ours_ms + encoder_ms, 1e-9),
-                                       2)}
+                                       2),
+            'segments_labelled_ref_ours': '-' if labelled is None else '%d / %d' % labelled}
 
 
 def main(argv=None):

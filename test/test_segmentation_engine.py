@@ -8,6 +8,7 @@ import torch
 
 from zs_perception.segmentation.base import DeviceOutOfMemoryError, Prompt, SegmentationResult
 from zs_perception.segmentation.factory import BACKENDS, create_segmenter
+from zs_perception.segmentation import sam as sam_module
 from zs_perception.segmentation.instances import find_instances, mask_box
 
 PROMPTS = ['mug', 'keyboard', 'chair', 'bottle', 'monitor', 'phone', 'book', 'lamp', 'pen',
@@ -300,3 +301,24 @@ def test_factory_builds_every_backend_from_node_settings(tiny_models, backend_mo
     for inst in result.instances:
         assert inst.mask.shape == image.shape[:2] and inst.mask.dtype == bool
         assert inst.label in ('mug', 'chair') and 0.0 <= inst.score <= 1.0
+
+
+def test_sam_decoder_calls_on_cpu_are_cache_sized_and_give_the_same_masks(clipseg_sam, real_rgb,
+                                                                          monkeypatch):
+    refiner = clipseg_sam.refiner
+    features, _ = refiner.embed(real_rgb)
+    boxes = np.array([[10, 20, 200, 220], [300, 100, 500, 400], [50, 300, 250, 470],
+                      [400, 10, 630, 200], [0, 0, 640, 480]], dtype=np.float64)
+    decoder = CallCounter(refiner.sam.mask_decoder)
+    try:
+        with torch.inference_mode():
+            one_call = refiner.predict(real_rgb, boxes)  # tiny model: all five fit one call
+            assert decoder.calls == 1
+            per_prompt = features[0].numel() * 4
+            monkeypatch.setattr(sam_module, '_CPU_DECODER_CALL_BYTES', 2 * per_prompt)
+            chunked = refiner.predict(real_rgb, boxes)
+            assert decoder.calls == 1 + 3  # 2 + 2 + 1 boxes
+    finally:
+        decoder.remove()
+    assert torch.equal(one_call[0], chunked[0])
+    torch.testing.assert_close(one_call[1], chunked[1])

@@ -5,13 +5,15 @@ boxes, scores and the phrase each box matched, with the text side encoded
 once per goal; boxes over ``threshold`` go through per-phrase non-maximum
 suppression and the ``max_objects`` best are kept; then SAM
 (:class:`~zs_perception.segmentation.sam.SamRefiner`) encodes the image once
-and draws every box's mask in one batched decoder call. On a GPU the SAM image
-encoder runs on a second CUDA stream, overlapping the detector.
+and draws every box's mask in one batched decoder call (on a CPU in cache-sized
+calls, which is faster there: see :meth:`~zs_perception.segmentation.sam.SamRefiner.decode`).
+On a GPU the SAM image encoder runs on a second CUDA stream, overlapping the detector.
 
 Compared with the documented usage (the transformers processor, model and
 post-processing on every frame, then ``SamPredictor.predict`` once per box),
 the boxes, scores and masks are the same (parity tests); only the repeated
-text encoding and the per-box decoder calls are gone.
+text encoding and (on a GPU, and for small models on a CPU) the per-box decoder
+calls are gone.
 """
 
 import logging

@@ -1,10 +1,11 @@
 """Segment Anything refinement: coarse boxes (and points) to sharp full-resolution masks.
 
 :class:`SamRefiner` computes the SAM image embedding once per frame and sends
-all prompts of the frame through the prompt encoder and mask decoder in one
-batched call; it reproduces ``segment_anything.SamPredictor`` exactly (same
-resize, normalisation, coordinate transforms and upsampling), which the
-parity tests check. :class:`ClipSegSamSegmenter` uses it to sharpen CLIPSeg
+all prompts of the frame through the prompt encoder in one call and through the
+mask decoder in one batched call on a GPU (on a CPU in cache-sized calls, see
+:meth:`SamRefiner.decode`); it reproduces ``segment_anything.SamPredictor``
+exactly (same resize, normalisation, coordinate transforms and upsampling),
+which the parity tests check. :class:`ClipSegSamSegmenter` uses it to sharpen CLIPSeg
 instances.
 """
 
@@ -20,6 +21,13 @@ from zs_perception.segmentation.caching import LastFrameCache
 from zs_perception.segmentation.clipseg import ClipSegRunner, ClipSegSegmenter
 from zs_perception.segmentation.device import StageTimer
 from zs_perception.segmentation.instances import mask_box
+
+# On a CPU the mask decoder is compute-bound, and each prompt in a call works on its own
+# copy of the image embedding (256x64x64 float32 = 4 MiB for the released models). Calls
+# hold at most this many bytes of such copies, so they stay in cache: measured with
+# full-size ViT-B on 2 cores, 10 boxes took 1040 ms one per call and 1413 ms in one call,
+# 32 points 3488 ms and 5691 ms. On a GPU one call takes every prompt.
+_CPU_DECODER_CALL_BYTES = 4 * 2 ** 20
 
 
 class SamRefiner:
@@ -95,17 +103,46 @@ class SamRefiner:
                 np.asarray(points, dtype=np.float64).reshape(-1, 1, 2), original_size)
             point_t = (torch.as_tensor(coords, dtype=torch.float, device=self.device),
                        torch.ones(coords.shape[:2], dtype=torch.int, device=self.device))
-        if self._dense_pe is None:
-            self._dense_pe = self.sam.prompt_encoder.get_dense_pe()
         sparse, dense = self.sam.prompt_encoder(points=point_t, boxes=box_t, masks=None)
-        low_res, iou = self.sam.mask_decoder(
-            image_embeddings=features, image_pe=self._dense_pe, sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense, multimask_output=True)
+        low_res, iou = self.decode(features, sparse, dense)
         rows = torch.arange(low_res.shape[0], device=self.device)
         best = iou.argmax(dim=1)
         masks = self.sam.postprocess_masks(low_res[rows, best][:, None], input_size,
                                            original_size)[:, 0]
         return masks > self.sam.mask_threshold, iou[rows, best]
+
+
+    def decode(self, features: torch.Tensor, sparse: torch.Tensor,
+               dense: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Run SAM's mask decoder (three candidates per prompt) on every prompt of a frame.
+
+        One call on a GPU; on a CPU calls of as many prompts as fit
+        ``_CPU_DECODER_CALL_BYTES`` (one per call for the released models, many for
+        tiny ones). Prompts are independent, so the outputs are the same either way.
+
+        Args:
+            features: ``(1, C, h, w)`` image embedding from :meth:`embed`.
+            sparse, dense: ``(P, T, C)`` and ``(P, C, h, w)`` prompt embeddings from
+                ``sam.prompt_encoder``.
+
+        Returns:
+            ``(low_res, iou)``: ``(P, 3, 4h, 4w)`` mask logits and ``(P, 3)`` predicted IoU.
+
+        """
+        if self._dense_pe is None:
+            self._dense_pe = self.sam.prompt_encoder.get_dense_pe()
+        count = sparse.shape[0]
+        per_call = max(count, 1)
+        if self.device.type == 'cpu':
+            per_call = max(1, _CPU_DECODER_CALL_BYTES // (features[0].numel() * 4))
+        outputs = [self.sam.mask_decoder(
+            image_embeddings=features, image_pe=self._dense_pe,
+            sparse_prompt_embeddings=sparse[start:start + per_call],
+            dense_prompt_embeddings=dense[start:start + per_call], multimask_output=True)
+            for start in range(0, max(count, 1), per_call)]
+        if len(outputs) == 1:
+            return outputs[0]
+        return torch.cat([o[0] for o in outputs]), torch.cat([o[1] for o in outputs])
 
 
 class ClipSegSamSegmenter(ClipSegSegmenter):

@@ -5,7 +5,9 @@ No goal is needed (obstacle avoidance, exploration). Per frame:
 1. SAM encodes the image once (:class:`~zs_perception.segmentation.sam.SamRefiner`
    caches the embedding) and a regular grid of point prompts goes through the
    prompt encoder and mask decoder in batches of ``points_per_batch``, three
-   candidate masks per point, as ``SamAutomaticMaskGenerator`` does;
+   candidate masks per point, as ``SamAutomaticMaskGenerator`` does (on a CPU
+   the decoder splits a batch into cache-sized calls, see
+   :meth:`~zs_perception.segmentation.sam.SamRefiner.decode`);
 2. low-quality candidates (predicted IoU under ``mask_quality_iou``, stability
    under ``stability_iou``) are dropped and duplicates removed by box
    non-maximum suppression (``nms_iou``), all at SAM's 256x256 mask
@@ -72,7 +74,8 @@ class ZeroGuidanceSegmenter(Segmenter):
         min_area_px: smallest segment kept, in pixels.
         max_objects: at most this many instances, highest score first.
         points_per_side: the point grid is this many points on each side.
-        points_per_batch: points per mask-decoder call.
+        points_per_batch: points per batch (decoded, then filtered, so memory stays
+            bounded).
         mask_quality_iou: smallest SAM predicted IoU kept.
         stability_iou: smallest SAM stability score kept.
         nms_iou: a candidate whose box overlaps a better one by more than
@@ -208,7 +211,6 @@ class ZeroGuidanceSegmenter(Segmenter):
         features, input_size = self.refiner.embed(image)
         original_size = image.shape[:2]
         points = self.point_grid(*original_size)
-        dense_pe = sam.prompt_encoder.get_dense_pe()
         kept_logits, kept_iou = [], []
         for start in range(0, len(points), self.points_per_batch):
             chunk = points[start:start + self.points_per_batch]
@@ -216,9 +218,7 @@ class ZeroGuidanceSegmenter(Segmenter):
             coords = torch.as_tensor(coords, dtype=torch.float, device=self.device)
             labels = torch.ones(coords.shape[:2], dtype=torch.int, device=self.device)
             sparse, dense = sam.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
-            low_res, iou = sam.mask_decoder(
-                image_embeddings=features, image_pe=dense_pe, sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense, multimask_output=True)
+            low_res, iou = self.refiner.decode(features, sparse, dense)
             low_res, iou = low_res.flatten(0, 1), iou.flatten()
             threshold = sam.mask_threshold
             inner = (low_res > threshold + _STABILITY_OFFSET).sum(dim=(1, 2))
