@@ -100,9 +100,10 @@ def reference_grounded_sam(processor, model, predictor, image, texts, detector, 
 
 
 def reference_zero_guidance(generator, seg, image):
-    """Naive zero-guidance on one frame: segment_anything's documented segment-everything
-    usage (``SamAutomaticMaskGenerator.generate``, image encoder included), then one CLIP
-    call per segment (its two views, as ours).
+    """Naive zero-guidance on one frame: segment everything, then CLIP per segment.
+
+    segment_anything's documented usage (``SamAutomaticMaskGenerator.generate``, image
+    encoder included), then one CLIP call per segment (its two views, as ours).
 
     Returns:
         ``(records, labels)``: the generator's masks and one ``(labels, scores)`` per mask.

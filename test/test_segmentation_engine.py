@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from zs_perception.segmentation import sam as sam_module
 from zs_perception.segmentation.base import DeviceOutOfMemoryError, Prompt, SegmentationResult
 from zs_perception.segmentation.factory import BACKENDS, create_segmenter
-from zs_perception.segmentation import sam as sam_module
 from zs_perception.segmentation.instances import find_instances, mask_box
 
 PROMPTS = ['mug', 'keyboard', 'chair', 'bottle', 'monitor', 'phone', 'book', 'lamp', 'pen',

@@ -111,7 +111,6 @@ class SamRefiner:
                                            original_size)[:, 0]
         return masks > self.sam.mask_threshold, iou[rows, best]
 
-
     def decode(self, features: torch.Tensor, sparse: torch.Tensor,
                dense: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Run SAM's mask decoder (three candidates per prompt) on every prompt of a frame.
