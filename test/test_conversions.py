@@ -116,6 +116,8 @@ def test_array_to_image_round_trip_and_checks():
                                   labels)
     with pytest.raises(ValueError, match='mono8 needs 1 channel'):
         conversions.array_to_image(np.zeros((2, 2), np.uint16), 'mono8', header)
+    with pytest.raises(ValueError, match="cannot write encoding '64FC1'; expected one of"):
+        conversions.array_to_image(np.zeros((2, 2)), '64FC1', header)
 
 
 def test_mask_roi_and_mask_image():

@@ -99,9 +99,16 @@ def test_numba_kernels_give_what_their_python_source_gives(scenes):
         sub = np.ascontiguousarray(centred[::10])
         _assert_same([pose._fit_box_axes(sub, vecs)], [pose._fit_box_axes.py_func(sub, vecs)])
         u, v = sub[:, 0].copy(), sub[:, 1].copy()
-        _assert_same([np.sort(pose._hull_edge_angles(u, v))],
-                     [np.sort(pose._hull_edge_angles.py_func(u, v))])
-        assert pose._hug_score(u, v, 0.3) == pytest.approx(pose._hug_score.py_func(u, v, 0.3))
+        hull = pose._convex_hull(u, v)
+        _assert_same([hull], [pose._convex_hull.py_func(u, v)])
+        # Every point is inside the hull (counter-clockwise: no point right of an edge), so
+        # the hull vertices hold every extreme of a projection.
+        a, b = np.stack([u, v], 1)[hull], np.roll(np.stack([u, v], 1)[hull], -1, axis=0)
+        cross = ((b - a)[:, None, 0] * (v[None] - a[:, None, 1])
+                 - (b - a)[:, None, 1] * (u[None] - a[:, None, 0]))
+        assert 3 <= hull.size < u.size and (cross >= -1e-12).all()
+        brute = pose._hug_score.py_func(u, v, 0.3, np.arange(u.size))
+        assert pose._hug_score(u, v, 0.3, hull) == pytest.approx(brute)
         args = (points, centred, core_points.mean(axis=0), vecs[:, ::-1], 0.005, 0.003)
         box = pose._oriented_box(*args)
         _assert_same(box, pose._oriented_box.py_func(*args))
@@ -309,8 +316,10 @@ def test_obstacle_cloud_indexes_objects(scenes):
 def test_bad_intrinsics_raise_useful_errors():
     with pytest.raises(ValueError, match='calibrat'):
         CameraIntrinsics.from_k([0.0] * 9, 640, 480)
-    with pytest.raises(ValueError, match='fx must be a finite'):
+    with pytest.raises(ValueError, match='fx must be a finite focal length of at least 1'):
         CameraIntrinsics.from_k([np.nan, 0, 320, 0, 500, 240, 0, 0, 1], 640, 480)
+    with pytest.raises(ValueError, match='fy must be a finite focal length of at least 1'):
+        CameraIntrinsics.from_k([500, 0, 320, 0, 1e-300, 240, 0, 0, 1], 640, 480)
     with pytest.raises(ValueError, match='9 elements'):
         CameraIntrinsics.from_k([500.0, 500.0, 320.0, 240.0], 640, 480)
     with pytest.raises(ValueError, match='width'):

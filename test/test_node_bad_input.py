@@ -136,6 +136,15 @@ def test_rapid_goal_changes_end_with_the_last_goal(graph, scene):
     good_frame_works(graph, scene)
 
 
+def test_image_without_frame_id_is_processed_with_a_warning(graph, scene):
+    header = graph.publish_frame(scene['rgb'], scene['depth_m'], scene['intrinsics'],
+                                 frame_id='')
+    objects = graph.wait_for_stamp('objects', header)
+    assert objects.header.frame_id == '' and objects.objects[0].has_pose
+    assert warned(graph, 'empty header.frame_id')
+    good_frame_works(graph, scene)
+
+
 def test_node_is_alive_and_counts(graph):
     counters = graph.node.counters
     assert counters['frames_failed'] == 0

@@ -16,7 +16,8 @@ class CameraIntrinsics:
     ``x = (u - cx) * z / fx``, ``y = (v - cy) * z / fy``.
 
     Attributes:
-        fx, fy: focal lengths in pixels, finite and > 0.
+        fx, fy: focal lengths in pixels, finite and >= 1 (under a pixel is no real camera,
+            and back-projection would overflow).
         cx, cy: principal point in pixels.
         width, height: size of the image these intrinsics belong to, in pixels, > 0.
 
@@ -32,22 +33,23 @@ class CameraIntrinsics:
     def __post_init__(self):
         for name in ('fx', 'fy'):
             value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
+            if not (math.isfinite(value) and value >= 1.0):
                 raise ValueError(
-                    f'CameraIntrinsics: {name} must be a finite focal length > 0 pixels, got '
-                    f'{value!r}. An all-zero CameraInfo.k means the camera driver has no '
-                    'calibration: calibrate the camera or publish the factory intrinsics.')
+                    f'CameraIntrinsics: {name} must be a finite focal length of at least 1 '
+                    f'pixel, got {value!r}. An all-zero CameraInfo.k means the camera driver '
+                    'has no calibration: calibrate the camera or publish the factory '
+                    'intrinsics; K is in pixels, not metres or normalised units')
         for name in ('cx', 'cy'):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(
-                    f'CameraIntrinsics: {name} must be finite, got {getattr(self, name)!r}.')
+                    f'CameraIntrinsics: {name} must be finite, got {getattr(self, name)!r}')
         for name in ('width', 'height'):
             value = getattr(self, name)
             if int(value) != value or value <= 0:
                 raise ValueError(
                     f'CameraIntrinsics: {name} must be a positive integer number of pixels, '
                     f'got {value!r}. CameraInfo.width/height of 0 mean an uncalibrated '
-                    'camera: pass the image size instead.')
+                    'camera: pass the image size instead')
 
     @classmethod
     def from_k(cls, k: Sequence[float], width: int, height: int) -> 'CameraIntrinsics':
@@ -58,24 +60,25 @@ class CameraIntrinsics:
             width, height: size in pixels of the image ``K`` belongs to.
 
         Raises:
-            ValueError: ``K`` is not 9 finite numbers, has a zero, negative or NaN focal
-                length, or is not a pinhole matrix (bottom row other than ``0, 0, 1``).
+            ValueError: ``K`` is not 9 finite numbers, has a focal length under 1
+                pixel (zero, negative, NaN), or is not a pinhole matrix (bottom row
+                other than ``0, 0, 1``).
 
         """
         arr = np.asarray(k, dtype=np.float64)
         if arr.size != 9:
             raise ValueError(
                 f'CameraIntrinsics.from_k: K must have 9 elements (row-major 3x3, '
-                f'CameraInfo.k), got shape {arr.shape}.')
+                f'CameraInfo.k), got shape {arr.shape}')
         m = arr.reshape(3, 3)
         if not np.any(m):
             raise ValueError(
                 'CameraIntrinsics.from_k: K is all zeros, which means the camera driver has no '
-                'calibration: calibrate the camera or publish the factory intrinsics.')
+                'calibration: calibrate the camera or publish the factory intrinsics')
         if not np.allclose(m[2], [0.0, 0.0, 1.0]):
             raise ValueError(
                 f'CameraIntrinsics.from_k: the last row of K must be [0, 0, 1], got '
-                f'{m[2].tolist()}. Pass CameraInfo.k (row-major), not P or a transposed K.')
+                f'{m[2].tolist()}. Pass CameraInfo.k (row-major), not P or a transposed K')
         return cls(fx=float(m[0, 0]), fy=float(m[1, 1]), cx=float(m[0, 2]), cy=float(m[1, 2]),
                    width=int(width), height=int(height))
 

@@ -439,16 +439,17 @@ def _object_points(roi, core, depth, x0, y0, x_step, y_step, min_depth, max_dept
     return points, in_core[keep], n_valid, n_mask
 
 
-@njit('f8(f8[:], f8[:], f8)', cache=True, nogil=True)
-def _hug_score(u, v, angle):
+@njit('f8(f8[:], f8[:], f8, i8[:])', cache=True, nogil=True)
+def _hug_score(u, v, angle, hull):
     """Sum of the points' distances to the nearest side of a rectangle turned by ``angle``.
 
     The rectangle is the bounding rectangle of the points ``(u, v)`` with sides at ``angle``
-    radians and ``angle + pi / 2``.
+    radians and ``angle + pi / 2``; it is found from the convex ``hull`` vertices (indices
+    into ``u`` and ``v``), where every extreme of a projection lies.
     """
     c, s = np.cos(angle), np.sin(angle)
     lo_a, hi_a, lo_b, hi_b = np.inf, -np.inf, np.inf, -np.inf
-    for k in range(u.size):
+    for k in hull:
         a, b = c * u[k] + s * v[k], -s * u[k] + c * v[k]
         lo_a, hi_a, lo_b, hi_b = min(lo_a, a), max(hi_a, a), min(lo_b, b), max(hi_b, b)
     mid_a, half_a = 0.5 * (hi_a + lo_a), 0.5 * (hi_a - lo_a)
@@ -460,12 +461,14 @@ def _hug_score(u, v, angle):
     return total
 
 
-@njit('f8[:](f8[:], f8[:])', cache=True, nogil=True)
-def _hull_edge_angles(u, v):
-    """Directions in radians of the edges of the convex hull of points ``(u, v)``.
+@njit('i8[:](f8[:], f8[:])', cache=True, nogil=True)
+def _convex_hull(u, v):
+    """Return the indices of the convex hull vertices of ``(u, v)``, counter-clockwise.
 
-    Andrew's monotone chain on the points sorted by ``u``.
+    Andrew's monotone chain on the points sorted by ``u``; fewer than 3 points are all kept.
     """
+    if u.size < 3:
+        return np.arange(u.size)
     order = np.argsort(u)
     hull = np.empty(2 * u.size + 1, np.int64)
     size = 0
@@ -482,11 +485,7 @@ def _hull_edge_angles(u, v):
             hull[size] = k
             size += 1
         size -= 1  # the last point starts the other half
-    angles = np.empty(size)
-    for m in range(size):
-        a, b = hull[m], hull[(m + 1) % size]
-        angles[m] = np.arctan2(v[b] - v[a], u[b] - u[a])
-    return angles
+    return hull[:size].copy()
 
 
 @njit('f8[:, :](f8[:, :], f8[:, :])', cache=True, nogil=True)
@@ -520,15 +519,20 @@ def _fit_box_axes(points, axes):
             x, y, z = points[k, 0], points[k, 1], points[k, 2]
             u[k] = x * axes[0, i] + y * axes[1, i] + z * axes[2, i]
             v[k] = x * axes[0, j] + y * axes[1, j] + z * axes[2, j]
-        best, best_score = 0.0, _hug_score(u, v, 0.0)
-        angles = np.sort((_hull_edge_angles(u, v) + np.pi / 4) % (np.pi / 2) - np.pi / 4)
+        hull = _convex_hull(u, v)
+        best, best_score = 0.0, _hug_score(u, v, 0.0, hull)
+        angles = np.empty(hull.size)  # the hull's edge directions
+        for m in range(hull.size):
+            a, b = hull[m], hull[(m + 1) % hull.size]
+            angles[m] = np.arctan2(v[b] - v[a], u[b] - u[a])
+        angles = np.sort((angles + np.pi / 4) % (np.pi / 2) - np.pi / 4)
         tried = -np.inf
         for angle in angles:  # sides 90 deg apart; every edge direction (the answer does
             # not depend on the signs of the starting axes)
             if angle == tried or (step >= 3 and abs(angle) >= refine):
                 continue
             tried = angle
-            score = _hug_score(u, v, angle)
+            score = _hug_score(u, v, angle, hull)
             if score < best_score:
                 best, best_score = angle, score
         c, s = np.cos(best), np.sin(best)

@@ -162,9 +162,13 @@ def array_to_image(array: np.ndarray, encoding: str, header: Header) -> Image:
     """Wrap a ``(H, W)`` or ``(H, W, C)`` array as an Image with the given encoding and header.
 
     Raises:
-        ValueError: the array's dtype or channel count does not match ``encoding``.
+        ValueError: an encoding this package does not write, or the array's dtype or
+            channel count does not match ``encoding``.
 
     """
+    if encoding not in _ENCODINGS:
+        raise ValueError(f'array_to_image: cannot write encoding {encoding!r}; expected one '
+                         f'of {", ".join(_ENCODINGS)}')
     dtype_name, channels = _ENCODINGS[encoding]
     array_channels = 1 if array.ndim == 2 else array.shape[2]
     if array.dtype != np.dtype(dtype_name) or array_channels != channels:

@@ -291,9 +291,13 @@ class PerceptionNode(Node):
             rgb = (conversions.compressed_to_rgb(msg) if isinstance(msg, CompressedImage)
                    else conversions.image_to_rgb(msg))
         except ValueError as err:
-            self._count_and_warn('bad_image', f'Dropped an image: {err}.')
+            self._count_and_warn('bad_image', f'Dropped an image: {_sentence(err)}')
             return
         times['convert'] = time.perf_counter() - t
+        if not header.frame_id:
+            self._warn('no_frame_id', 'The image has an empty header.frame_id; the outputs copy '
+                       'it, so rviz and tf cannot place them. Set the frame_id of the camera '
+                       'driver (its optical frame, e.g. camera_color_optical_frame).')
 
         if not self._prompts and self._segmenter.needs_prompts:
             self._warn('no_goal', 'No goal yet: publish phrases such as "red mug, screwdriver" '
@@ -379,7 +383,7 @@ class PerceptionNode(Node):
                 depth_m = conversions.depth_image_to_metres(depth_msg)
             except ValueError as err:
                 reason = 'bad depth image'
-                self._count_and_warn('bad_depth', f'Ignored a depth image: {err}.')
+                self._count_and_warn('bad_depth', f'Ignored a depth image: {_sentence(err)}')
         if reason is None and abs(depth_m.shape[1] * image_shape[0]
                                   - depth_m.shape[0] * image_shape[1]) > 0.01 * depth_m.size:
             reason = 'depth size mismatch'
@@ -393,7 +397,7 @@ class PerceptionNode(Node):
                     info_msg, depth_m.shape[1], depth_m.shape[0])
             except ValueError as err:
                 reason = 'bad camera_info'
-                self._count_and_warn('bad_camera_info', f'Ignored a camera_info: {err}.')
+                self._count_and_warn('bad_camera_info', f'Ignored a camera_info: {_sentence(err)}')
         if reason is None and not np.isfinite(depth_m).any():
             self._warn('depth_empty', 'The depth image has no valid reading (all zero or NaN); '
                        'objects are published without poses.')
@@ -493,6 +497,11 @@ class PerceptionNode(Node):
         if self._worker.is_alive() and self._worker is not threading.current_thread():
             self._worker.join(timeout=10.0)
         super().destroy_node()
+
+
+def _sentence(err: Exception) -> str:
+    """Return an exception's message as the end of a log sentence: one final period."""
+    return str(err).rstrip('.') + '.'
 
 
 def _match(buffer, stamp: float, tolerance: float):
