@@ -239,6 +239,8 @@ def test_depth_to_metres_marks_missing_as_nan():
     f = np.array([[0.0, np.nan], [np.inf, -1.0]], np.float32)
     assert np.all(np.isnan(depth_to_metres(f, '32FC1')))
     np.testing.assert_allclose(depth_to_metres(np.array([[5000]], np.uint16), 5000.0), [[1.0]])
+    signed = depth_to_metres(np.array([[-5, 0, 1000]], np.int16), 1000.0)
+    assert np.isnan(signed[0, :2]).all() and signed[0, 2] == pytest.approx(1.0)
     with pytest.raises(ValueError, match='unsupported depth encoding'):
         depth_to_metres(raw, 'rgb8')
     with pytest.raises(ValueError, match='units per metre'):
@@ -274,6 +276,14 @@ def test_no_valid_depth_and_too_few_points_say_why():
         assert np.all(np.isfinite(g.position)) and np.all(np.isfinite(g.quaternion))
     points, index = obstacle_cloud(geos)
     assert len(points) == len(index) == geos[1].num_points
+
+
+def test_absurd_intrinsics_never_give_a_non_finite_pose(scenes):
+    scene = scenes[0]
+    absurd = CameraIntrinsics(fx=500.0, fy=500.0, cx=1e200, cy=239.5, width=640, height=480)
+    geo = estimate_object_geometry(scene['masks']['box'][None], scene['depth_m'], absurd)[0]
+    assert not geo.has_pose and geo.status.startswith('non-finite pose')
+    assert np.all(np.isfinite(geo.position)) and np.all(np.isfinite(geo.quaternion))
 
 
 def test_whole_image_mask_and_all_nan_depth(scenes):

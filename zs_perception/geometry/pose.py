@@ -755,6 +755,11 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
     margin = (erode_px + 0.5) / min(intr.fx, intr.fy)
     kept, position, rotation, quaternion, extents, cylinder = _measure(
         points, in_core, min_points, trim_percent / 100.0, margin)
+    if not (np.isfinite(position).all() and np.isfinite(quaternion).all()
+            and np.isfinite(extents).all() and np.isfinite(kept).all()):  # float32 points
+        return ObjectGeometry.without_pose(
+            'non-finite pose (absurd intrinsics? e.g. a principal point far outside the image)',
+            0, valid_fraction)
     return ObjectGeometry(
         has_pose=True, status=STATUS_OK, position=position, rotation=rotation,
         quaternion=quaternion, extents=extents, num_points=len(kept),
