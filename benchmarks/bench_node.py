@@ -21,7 +21,11 @@ Figures per row:
   answered (the node keeps only the newest image while it works);
 * engine: time inside ``Segmenter.segment``; ROS overhead = end-to-end minus the median
   engine time: transport, conversions, sync, geometry, tracking and publishing every output
-  (plus the wait for the worker when frames come faster than it processes them).
+  (plus the wait for the worker when frames come faster than it processes them);
+* the node's own stage medians from ``/diagnostics``: ``arrival`` (the image's age when it
+  reached the node: the replay's publish call and transport), ``wait`` (for its depth,
+  camera_info and the worker thread), ``convert``, ``geometry``, ``tracking``, ``publish``
+  (every output; ``~/objects`` goes first).
 
 The ``scene masks`` rows measure the ROS overhead, so their segmenter is a benchmark-only
 stand-in that returns 5 precomputed masks of the rendered scene (the box, the cylinder
@@ -61,7 +65,7 @@ from zs_perception.tools.make_demo_scene import make_demo_scene
 RATE_HZ = 30.0
 WARMUP_S = 2.0
 # Stages the node times itself and reports on /diagnostics (medians of its last 100 frames).
-NODE_STAGES = ('convert', 'geometry', 'tracking', 'publish')
+NODE_STAGES = ('arrival', 'wait', 'convert', 'geometry', 'tracking', 'publish')
 # The Fast DDS profile the package ships for camera-rate images (config/fastdds_shm.xml).
 PROFILE_VARIABLE = 'FASTRTPS_DEFAULT_PROFILES_FILE'
 SHM_PROFILE = pathlib.Path(__file__).resolve().parents[1] / 'config' / 'fastdds_shm.xml'

@@ -94,6 +94,10 @@ def test_diagnostics_report_counts_and_timings(graph, scene):
         break
     assert int(values['frames_processed']) >= 1
     for key in ('frames_received', 'frames_dropped', 'bad_image', 'segment_ms_median',
-                'geometry_ms_median', 'publish_ms_max', 'latency_ms_median'):
+                'geometry_ms_median', 'publish_ms_max', 'latency_ms_median',
+                'arrival_ms_median', 'wait_ms_median'):
         assert key in values, key
+    # Every frame's age on arrival and wait come before the end of its publishing.
+    assert 0.0 <= float(values['arrival_ms_median']) <= float(values['latency_ms_median'])
+    assert 0.0 <= float(values['wait_ms_median']) <= float(values['latency_ms_median'])
     assert values['prompts'] == 'box'

@@ -102,7 +102,7 @@ class PerceptionNode(Node):
         self._timings: Dict[str, Deque[float]] = collections.defaultdict(
             lambda: collections.deque(maxlen=_TIMING_WINDOW))
 
-        # Images not processed yet, oldest first: (msg, arrival monotonic time).
+        # Images not processed yet, oldest first: (msg, arrival monotonic s, arrival clock s).
         self._images: Deque[tuple] = collections.deque()
         self._pending_goal: Optional[str] = self._settings['prompts']
         self._goal_keys: Deque[tuple] = collections.deque(maxlen=16)
@@ -193,7 +193,8 @@ class PerceptionNode(Node):
             if len(self._images) == _IMAGE_BUFFER:
                 self._images.popleft()
                 self.counters['frames_dropped'] += 1
-            self._images.append((msg, time.monotonic()))
+            self._images.append((msg, time.monotonic(),
+                                 self.get_clock().now().nanoseconds * 1e-9))
             self._lock.notify_all()
 
     def _on_depth(self, msg: Image) -> None:
@@ -240,8 +241,8 @@ class PerceptionNode(Node):
         and counted. While the depth (or info) stream is active and no image is complete,
         the worker waits up to ``_SYNC_WAIT_S`` after the newest image's arrival, then
         takes that image with what it has (objects then come without poses). Returns
-        ``(image, depth or None, info or None, settings, goal or None)``, or ``None`` on
-        shutdown.
+        ``(image, its arrival time on the node's clock in s, depth or None, info or None,
+        settings, goal or None)``, or ``None`` on shutdown.
         """
         with self._lock:
             while True:
@@ -270,20 +271,23 @@ class PerceptionNode(Node):
                     stamp = _stamp_s(self._images[chosen][0].header)
                     depth = _match(self._depth_buffer, stamp, tolerance)
                     info = _match(self._info_buffer, stamp, tolerance)
-                msg = self._images[chosen][0]
+                msg, _, arrived = self._images[chosen]
                 for _ in range(chosen + 1):  # the chosen image and the older ones
                     self._images.popleft()
                 self.counters['frames_dropped'] += chosen
                 goal, self._pending_goal = self._pending_goal, None
-                return msg, depth, info, dict(self._settings), goal
+                return msg, arrived, depth, info, dict(self._settings), goal
 
     def _stream_active(self, last_at: float, subscription, now: float) -> bool:
         return now - last_at < _STREAM_ACTIVE_S or subscription.get_publisher_count() > 0
 
-    def _process(self, msg, depth_msg, info_msg, settings, goal) -> None:
-        times = {}
-        t = time.perf_counter()
+    def _process(self, msg, arrived, depth_msg, info_msg, settings, goal) -> None:
         header = msg.header
+        # Where latency goes before the work: the image's age on arrival (camera driver and
+        # transport), then the wait for its depth and camera_info and for this thread.
+        times = {'arrival': arrived - _stamp_s(header),
+                 'wait': self.get_clock().now().nanoseconds * 1e-9 - arrived}
+        t = time.perf_counter()
         if goal is not None:
             self._apply_goal(goal, settings)
         self._apply_engine_thresholds(settings)
