@@ -188,13 +188,13 @@ class PerceptionNode(Node):
 
     # ---------------------------------------------------------------- callbacks
     def _on_image(self, msg) -> None:
+        entry = (msg, time.monotonic(), self._now_s())
         with self._lock:
             self.counters['frames_received'] += 1
             if len(self._images) == _IMAGE_BUFFER:
                 self._images.popleft()
                 self.counters['frames_dropped'] += 1
-            self._images.append((msg, time.monotonic(),
-                                 self.get_clock().now().nanoseconds * 1e-9))
+            self._images.append(entry)
             self._lock.notify_all()
 
     def _on_depth(self, msg: Image) -> None:
@@ -278,6 +278,10 @@ class PerceptionNode(Node):
                 goal, self._pending_goal = self._pending_goal, None
                 return msg, arrived, depth, info, dict(self._settings), goal
 
+    def _now_s(self) -> float:
+        """Return the node clock's time in seconds (the clock image stamps are compared with)."""
+        return self.get_clock().now().nanoseconds * 1e-9
+
     def _stream_active(self, last_at: float, subscription, now: float) -> bool:
         return now - last_at < _STREAM_ACTIVE_S or subscription.get_publisher_count() > 0
 
@@ -286,7 +290,7 @@ class PerceptionNode(Node):
         # Where latency goes before the work: the image's age on arrival (camera driver and
         # transport), then the wait for its depth and camera_info and for this thread.
         times = {'arrival': arrived - _stamp_s(header),
-                 'wait': self.get_clock().now().nanoseconds * 1e-9 - arrived}
+                 'wait': self._now_s() - arrived}
         t = time.perf_counter()
         if goal is not None:
             self._apply_goal(goal, settings)
@@ -339,7 +343,7 @@ class PerceptionNode(Node):
         t = time.perf_counter()
         self._publish(header, rgb, instances, geometries, ids, settings)
         times['publish'] = time.perf_counter() - t
-        times['latency'] = self.get_clock().now().nanoseconds * 1e-9 - _stamp_s(header)
+        times['latency'] = self._now_s() - _stamp_s(header)
         with self._lock:
             self.counters['frames_processed'] += 1
             for stage, seconds in times.items():
