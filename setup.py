@@ -26,7 +26,7 @@ setup(
     ],
     entry_points={
         'console_scripts': [
-            'zs-make-random-models = zs_perception.tools.make_random_models:main',
+            'zs-make-random-models = zs_perception.testing.random_models:main',
         ],
     },
 )

@@ -21,7 +21,7 @@ Usage (from the repo root, after ``source scripts/env.sh``)::
     python -m benchmarks.bench_backends [--size tiny|full] [--device auto|cpu|cuda]
         [--repeats 5]
 
-Random weights (``zs_perception.tools.random_backend_models`` and
+Random weights (``zs_perception.testing.random_backend_models`` and
 ``make_random_models``); ``tiny`` models by default, since full-size SAM
 ViT-B alone takes ~20 s per frame on two CPU cores.
 """
@@ -39,8 +39,8 @@ from transformers import Owlv2ForObjectDetection, Owlv2Processor
 from zs_perception.segmentation.clip_dense import ClipDenseSegmenter
 from zs_perception.segmentation.grounded_sam import GroundedSamSegmenter
 from zs_perception.segmentation.zero_guidance import TEMPLATE, ZeroGuidanceSegmenter
-from zs_perception.tools.make_random_models import write_random_models
-from zs_perception.tools.random_backend_models import write_backend_models
+from zs_perception.testing.random_models import write_random_models
+from zs_perception.testing.random_backend_models import write_backend_models
 
 PHRASES = ['mug', 'bottle', 'keyboard', 'chair', 'book', 'lamp', 'phone', 'bowl', 'box', 'pen']
 _HF = {'owlv2': (Owlv2Processor, Owlv2ForObjectDetection),

@@ -8,7 +8,7 @@ Run from the repository root::
 Both sides run in this one process on the same 640x480 frames (a real frame from
 ../shared/data when present, else a synthetic one, shifted per repeat so every
 frame is new and no frame cache helps), with full-size architectures and random
-weights written by ``zs_perception.tools.make_random_models`` (or ``--models``):
+weights written by ``zs_perception.testing.random_models`` (or ``--models``):
 
 * CLIPSeg reference: ``CLIPSegProcessor(text=prompts, images=[frame] * N)`` then
   ``CLIPSegForImageSegmentation(**inputs)``, i.e. one image copy per prompt.
@@ -48,7 +48,7 @@ from zs_perception.segmentation.clipseg import ClipSegSegmenter
 from zs_perception.segmentation.factory import create_segmenter
 from zs_perception.segmentation.loading import load_sam
 from zs_perception.segmentation.sam import SamRefiner
-from zs_perception.tools.make_random_models import write_random_models
+from zs_perception.testing.random_models import write_random_models
 
 DATA_FRAME = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'rgbd' / \
     'tum_office_desk' / 'color.png'

@@ -14,7 +14,7 @@ import cv2
 import numba
 import numpy as np
 
-from zs_perception.demo_scene import render_scene
+from zs_perception.testing.scene import render_scene
 from zs_perception.geometry import estimate_object_geometry
 
 

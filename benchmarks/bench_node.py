@@ -55,7 +55,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
-from zs_perception.demo_scene import render_scene
+from zs_perception.testing.scene import render_scene
 from zs_perception.msg import SegmentedObjectArray
 from zs_perception.ros.node import PerceptionNode
 from zs_perception.ros.replay import ReplayPublisher
@@ -335,7 +335,7 @@ def main(argv=None):
                 rows.append({'segmenter': 'scene masks (5 objects)', 'transport': transport,
                              'depth': True, 'debug_image': debug_image, **row})
         if args.clipseg:
-            from zs_perception.tools.make_random_models import write_random_models
+            from zs_perception.testing.random_models import write_random_models
             made = write_random_models(f'{tmp}/models', size='full', sam_type='none')
             row = run_row(scene_dir, functools.partial(clipseg_segmenter, made['clipseg']),
                           max(args.seconds, 20.0), True, LABELS[:2], SHM_PROFILE)

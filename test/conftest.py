@@ -11,7 +11,7 @@ DATA_DIR = Path(__file__).resolve().parents[2] / 'shared' / 'data'
 def tiny_models(tmp_path_factory):
     """Directory of tiny random-weight models, written once per test session.
 
-    Written by ``zs_perception.tools.make_random_models --size tiny`` (seed 0):
+    Written by ``zs_perception.testing.random_models --size tiny`` (seed 0):
 
     - ``tiny_models / 'clipseg'``: a CLIPSeg directory (``clipseg_model``),
     - ``tiny_models / 'sam_tiny.pth'``: a SAM checkpoint (``sam_checkpoint``)
@@ -20,7 +20,7 @@ def tiny_models(tmp_path_factory):
     Both are marked random: load them with ``allow_random_weights=True``.
     Returns the directory as a ``pathlib.Path``.
     """
-    from zs_perception.tools.make_random_models import write_random_models
+    from zs_perception.testing.random_models import write_random_models
 
     out = tmp_path_factory.mktemp('tiny_models')
     write_random_models(out, size='tiny', seed=0)
@@ -32,10 +32,10 @@ def backend_models(tmp_path_factory):
     """Tiny random OWLv2, Grounding DINO and CLIP directories, written once per session.
 
     Returns ``{'owlv2': dir, 'grounding_dino': dir, 'clip': dir}`` from
-    ``zs_perception.tools.random_backend_models`` (size tiny, seed 0); load them with
+    ``zs_perception.testing.random_backend_models`` (size tiny, seed 0); load them with
     ``allow_random_weights=True``.
     """
-    from zs_perception.tools.random_backend_models import write_backend_models
+    from zs_perception.testing.random_backend_models import write_backend_models
 
     return write_backend_models(tmp_path_factory.mktemp('backend_models'), size='tiny', seed=0)
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CameraInfo, Image
 
-from zs_perception.demo_scene import render_scene
+from zs_perception.testing.scene import render_scene
 from zs_perception.ros.conversions import array_to_image
 
 

@@ -10,7 +10,7 @@ from helpers_node import Graph
 import numpy as np
 import pytest
 
-from zs_perception.demo_scene import render_scene
+from zs_perception.testing.scene import render_scene
 from zs_perception.ros.conversions import cloud_to_arrays, image_to_array
 
 

@@ -5,7 +5,7 @@ import time
 from helpers_node import FixedMaskSegmenter, Graph, rss_mb
 import numpy as np
 
-from zs_perception.demo_scene import render_scene
+from zs_perception.testing.scene import render_scene
 
 
 def test_flood_keeps_latency_bounded_and_counts_drops():

@@ -10,12 +10,12 @@ import yaml
 
 CORE_MODULES = [
     'zs_perception.config',
-    'zs_perception.prompts',
+    'zs_perception.segmentation.prompting',
     'zs_perception.tracking',
     'zs_perception.geometry',
     'zs_perception.segmentation.base',
     'zs_perception.segmentation.factory',
-    'zs_perception.tools.make_random_models',
+    'zs_perception.testing.random_models',
 ]
 
 

@@ -12,7 +12,7 @@ from zs_perception.segmentation.base import ModelLoadError
 from zs_perception.segmentation.factory import create_segmenter
 from zs_perception.segmentation.loading import load_clipseg, load_sam, RANDOM_MARKER
 from zs_perception.segmentation.loading import sam_random_marker
-from zs_perception.tools import make_random_models
+from zs_perception.testing import random_models as make_random_models
 
 CPU = torch.device('cpu')
 

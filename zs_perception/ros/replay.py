@@ -4,7 +4,7 @@ Publishes ``image`` (``rgb8``), ``depth`` (``16UC1`` millimetres or ``32FC1`` me
 the directory has depth) and ``camera_info``, all three with the same stamp (the time of
 publishing) and ``frame_id``, with sensor-data QoS (best effort, keep last 5), so the
 perception node sees what a camera driver would send. The directory format is described
-in :mod:`zs_perception.dataset` and the README.
+in :mod:`zs_perception.replay_directory` and the README.
 
 Run it with ``ros2 run zs_perception zs_perception_replay --ros-args -p directory:=DIR``.
 """
@@ -20,7 +20,7 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
-from zs_perception.dataset import depth_to_millimetres, ReplayDirectory
+from zs_perception.replay_directory import depth_to_millimetres, ReplayDirectory
 from zs_perception.geometry import CameraIntrinsics
 from zs_perception.ros.conversions import array_to_image
 
@@ -47,7 +47,7 @@ class ReplayPublisher(Node):
         Raises:
             ValueError: ``directory`` is empty, or a parameter is out of range.
             FileNotFoundError: the directory or its files are missing (see
-                :class:`zs_perception.dataset.ReplayDirectory`).
+                :class:`zs_perception.replay_directory.ReplayDirectory`).
 
         """
         super().__init__('zs_replay', **kwargs)

@@ -9,7 +9,7 @@ SAM comes from one of Meta's checkpoint files plus its model type, since the
 files carry no configuration. Nothing is executed from the downloaded files:
 no ``trust_remote_code``, and checkpoints load with ``weights_only=True``.
 
-Directories and checkpoints written by ``zs_perception.tools.make_random_models``
+Directories and checkpoints written by ``zs_perception.testing.random_models``
 hold random weights and are marked as such (:data:`RANDOM_MARKER`); loading one
 needs ``allow_random_weights=True`` and logs a loud warning.
 """
@@ -101,7 +101,7 @@ def check_random(marker: Path, what: str, allow_random_weights: bool) -> None:
     if not allow_random_weights:
         raise ModelLoadError(
             f'{what} holds RANDOM weights (marker file {marker}); it was written by '
-            'zs_perception.tools.make_random_models for tests and benchmarks and finds nothing '
+            'zs_perception.testing.random_models for tests and benchmarks and finds nothing '
             'real. Point the setting at real weights, or pass allow_random_weights=True '
             '(ROS parameter allow_random_weights: true) if random output is what you want.')
     logger.warning(

@@ -7,9 +7,9 @@ Usage::
 
 writes ``OUT_DIR/NNNNNN-color.png`` (RGB), ``OUT_DIR/NNNNNN-depth.png`` (``uint16``
 millimetres), ``OUT_DIR/camera_info.json`` (the replay format of
-:mod:`zs_perception.dataset`) and ``OUT_DIR/ground_truth.json`` (per frame and object: the
+:mod:`zs_perception.replay_directory`) and ``OUT_DIR/ground_truth.json`` (per frame and object: the
 true position (m), orientation (quaternion x, y, z, w) and extents (m) in the camera
-optical frame). Frame ``i`` is :func:`zs_perception.demo_scene.render_scene` with seed
+optical frame). Frame ``i`` is :func:`zs_perception.testing.scene.render_scene` with seed
 ``seed + i``: the same two objects seen from a slightly different viewpoint each frame.
 """
 
@@ -19,8 +19,8 @@ from pathlib import Path
 import sys
 from typing import Union
 
-from zs_perception.dataset import write_frame, write_intrinsics
-from zs_perception.demo_scene import render_scene
+from zs_perception.replay_directory import write_frame, write_intrinsics
+from zs_perception.testing.scene import render_scene
 from zs_perception.geometry import rotation_to_quaternion
 
 GROUND_TRUTH_FILE = 'ground_truth.json'

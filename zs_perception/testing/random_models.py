@@ -6,7 +6,7 @@ needs ``allow_random_weights=True`` and logs a loud warning.
 
 Usage::
 
-    python -m zs_perception.tools.make_random_models OUT_DIR [--size tiny|full]
+    python -m zs_perception.testing.random_models OUT_DIR [--size tiny|full]
         [--sam-type tiny|vit_b|vit_l|vit_h|none] [--seed 0]
 
 writes::
@@ -98,7 +98,7 @@ def clipseg_config(size: str, tokenizer: CLIPTokenizer) -> CLIPSegConfig:
 
 
 def _marker_text(what: str, size: str, seed: int) -> str:
-    return (f'RANDOM WEIGHTS: {what} written by zs_perception.tools.make_random_models '
+    return (f'RANDOM WEIGHTS: {what} written by zs_perception.testing.random_models '
             f'(size={size}, seed={seed}). For tests, demos of the plumbing and benchmarks only; '
             'it finds nothing real.\n')
 

@@ -1,4 +1,4 @@
-"""Tests for zs_perception.dataset: reading, pairing and writing replay directories."""
+"""Tests for zs_perception.replay_directory: reading, pairing and writing replay directories."""
 
 import json
 from pathlib import Path
@@ -7,9 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
-from zs_perception.dataset import (depth_to_millimetres, read_depth, read_intrinsics,
+from zs_perception.replay_directory import (depth_to_millimetres, read_depth, read_intrinsics,
                                    ReplayDirectory, write_frame, write_intrinsics)
-from zs_perception.demo_scene import render_scene
+from zs_perception.testing.scene import render_scene
 from zs_perception.geometry.camera import CameraIntrinsics
 from zs_perception.tools.make_demo_scene import make_demo_scene
 

@@ -1,8 +1,8 @@
-"""Tests of goal-string parsing (zs_perception.prompts)."""
+"""Tests of goal-string parsing (zs_perception.segmentation.prompting.parse_goal)."""
 
 import pytest
 
-from zs_perception.prompts import parse_goal
+from zs_perception.segmentation.prompting import parse_goal
 
 
 def test_splits_on_commas_and_semicolons_and_strips():

@@ -1,6 +1,6 @@
 """Write random-weight OWLv2, Grounding DINO and CLIP models for the extra segmentation backends.
 
-The companion of :mod:`zs_perception.tools.make_random_models` (CLIPSeg and
+The companion of :mod:`zs_perception.testing.random_models` (CLIPSeg and
 SAM) for the ``grounded_sam``, ``zero_guidance`` and ``clip_dense`` backends.
 Every directory holds a real ``transformers`` model and processor
 (``save_pretrained``), finds nothing real, and carries the
@@ -9,7 +9,7 @@ needs ``allow_random_weights=True``.
 
 Usage::
 
-    python -m zs_perception.tools.random_backend_models OUT_DIR [--size tiny|full] [--seed 0]
+    python -m zs_perception.testing.random_backend_models OUT_DIR [--size tiny|full] [--seed 0]
 
 writes ``OUT_DIR/owlv2``, ``OUT_DIR/grounding_dino`` and ``OUT_DIR/clip``.
 ``tiny`` builds in about a second (small widths; OWLv2 at 128 px, Grounding
@@ -32,7 +32,7 @@ from transformers import GroundingDinoImageProcessor, GroundingDinoProcessor, Ow
 from transformers import Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
 
 from zs_perception.segmentation.loading import RANDOM_MARKER
-from zs_perception.tools.make_random_models import make_clip_tokenizer, SIZES
+from zs_perception.testing.random_models import make_clip_tokenizer, SIZES
 
 OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 OPENAI_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
@@ -62,7 +62,7 @@ def _save(out_dir: Path, model, processor, what: str, size: str, seed: int) -> P
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     (out_dir / RANDOM_MARKER).write_text(
-        f'RANDOM WEIGHTS: {what} written by zs_perception.tools.random_backend_models '
+        f'RANDOM WEIGHTS: {what} written by zs_perception.testing.random_backend_models '
         f'(size={size}, seed={seed}). For tests, demos of the plumbing and benchmarks only; '
         'it finds nothing real.\n')
     return out_dir
