@@ -39,8 +39,8 @@ from transformers import Owlv2ForObjectDetection, Owlv2Processor
 from zs_perception.segmentation.clip_dense import ClipDenseSegmenter
 from zs_perception.segmentation.grounded_sam import GroundedSamSegmenter
 from zs_perception.segmentation.zero_guidance import TEMPLATE, ZeroGuidanceSegmenter
-from zs_perception.testing.random_models import write_random_models
 from zs_perception.testing.random_backend_models import write_backend_models
+from zs_perception.testing.random_models import write_random_models
 
 PHRASES = ['mug', 'bottle', 'keyboard', 'chair', 'book', 'lamp', 'phone', 'bowl', 'box', 'pen']
 _HF = {'owlv2': (Owlv2Processor, Owlv2ForObjectDetection),

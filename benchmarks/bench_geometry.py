@@ -14,8 +14,8 @@ import cv2
 import numba
 import numpy as np
 
-from zs_perception.testing.scene import render_scene
 from zs_perception.geometry import estimate_object_geometry
+from zs_perception.testing.scene import render_scene
 
 
 def _masks(scene, count):

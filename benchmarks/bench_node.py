@@ -55,11 +55,11 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
-from zs_perception.testing.scene import render_scene
 from zs_perception.msg import SegmentedObjectArray
 from zs_perception.ros.node import PerceptionNode
 from zs_perception.ros.replay import ReplayPublisher
 from zs_perception.segmentation.base import Instance, PromptReport, SegmentationResult, Segmenter
+from zs_perception.testing.scene import render_scene
 from zs_perception.tools.make_demo_scene import make_demo_scene
 
 RATE_HZ = 30.0

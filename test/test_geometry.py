@@ -7,9 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
-from zs_perception.testing.scene import render_scene
 from zs_perception.geometry import CameraIntrinsics, depth_to_metres, estimate_object_geometry
 from zs_perception.geometry import obstacle_cloud, pose, rotation_to_quaternion
+from zs_perception.testing.scene import render_scene
 
 DATA = pathlib.Path(__file__).resolve().parents[1] / '..' / 'shared' / 'data'
 NAMES = ('box', 'cylinder')

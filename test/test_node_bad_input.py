@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CameraInfo, Image
 
-from zs_perception.testing.scene import render_scene
 from zs_perception.ros.conversions import array_to_image
+from zs_perception.testing.scene import render_scene
 
 
 @pytest.fixture(scope='module')

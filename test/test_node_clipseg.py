@@ -10,8 +10,8 @@ from helpers_node import Graph
 import numpy as np
 import pytest
 
-from zs_perception.testing.scene import render_scene
 from zs_perception.ros.conversions import cloud_to_arrays, image_to_array
+from zs_perception.testing.scene import render_scene
 
 
 @pytest.mark.parametrize('threshold', [0.45, 0.0])

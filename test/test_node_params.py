@@ -10,8 +10,8 @@ from rclpy.context import Context
 from rclpy.parameter import Parameter
 
 from zs_perception import config
-from zs_perception.testing.scene import render_scene
 from zs_perception.ros.node import PerceptionNode
+from zs_perception.testing.scene import render_scene
 
 
 @pytest.fixture(scope='module')

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from visualization_msgs.msg import Marker
 
-from zs_perception.testing.scene import render_scene
 from zs_perception.ros.conversions import cloud_to_arrays, image_to_array
+from zs_perception.testing.scene import render_scene
 
 FRAME = 'camera_color_optical_frame'
 

@@ -11,8 +11,8 @@ from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 
-from zs_perception.replay_directory import write_frame, write_intrinsics
 from zs_perception.geometry import CameraIntrinsics
+from zs_perception.replay_directory import write_frame, write_intrinsics
 from zs_perception.ros.conversions import image_to_array
 from zs_perception.ros.replay import ReplayPublisher
 

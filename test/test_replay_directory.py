@@ -7,10 +7,10 @@ import cv2
 import numpy as np
 import pytest
 
-from zs_perception.replay_directory import (depth_to_millimetres, read_depth, read_intrinsics,
-                                   ReplayDirectory, write_frame, write_intrinsics)
-from zs_perception.testing.scene import render_scene
 from zs_perception.geometry.camera import CameraIntrinsics
+from zs_perception.replay_directory import (depth_to_millimetres, read_depth, read_intrinsics,
+                                            ReplayDirectory, write_frame, write_intrinsics)
+from zs_perception.testing.scene import render_scene
 from zs_perception.tools.make_demo_scene import make_demo_scene
 
 SHARED_RGBD = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'rgbd'

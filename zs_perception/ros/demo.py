@@ -44,8 +44,8 @@ from zs_perception.ros.node import PerceptionNode
 from zs_perception.ros.replay import ReplayPublisher
 from zs_perception.segmentation.base import ModelLoadError
 from zs_perception.segmentation.loading import SAM_CHECKPOINT_URLS
-from zs_perception.tools.make_demo_scene import make_demo_scene
 from zs_perception.testing.random_models import SIZES, write_random_models
+from zs_perception.tools.make_demo_scene import make_demo_scene
 
 DEFAULT_GOAL = 'red box, blue cylinder'
 EXIT_NO_WEIGHTS = 2

@@ -30,9 +30,9 @@ from visualization_msgs.msg import MarkerArray
 from zs_perception import config
 from zs_perception.geometry import estimate_object_geometry, ObjectGeometry, obstacle_cloud
 from zs_perception.msg import SegmentedObject, SegmentedObjectArray
-from zs_perception.segmentation.prompting import parse_goal
 from zs_perception.ros import conversions
 from zs_perception.segmentation.base import SegmentationError, Segmenter
+from zs_perception.segmentation.prompting import parse_goal
 from zs_perception.tracking import Tracker
 from zs_perception.visualization import draw_overlay, label_image
 

@@ -20,8 +20,8 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
-from zs_perception.replay_directory import depth_to_millimetres, ReplayDirectory
 from zs_perception.geometry import CameraIntrinsics
+from zs_perception.replay_directory import depth_to_millimetres, ReplayDirectory
 from zs_perception.ros.conversions import array_to_image
 
 DEFAULT_FRAME_ID = 'camera_color_optical_frame'

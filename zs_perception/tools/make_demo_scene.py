@@ -19,9 +19,9 @@ from pathlib import Path
 import sys
 from typing import Union
 
+from zs_perception.geometry import rotation_to_quaternion
 from zs_perception.replay_directory import write_frame, write_intrinsics
 from zs_perception.testing.scene import render_scene
-from zs_perception.geometry import rotation_to_quaternion
 
 GROUND_TRUTH_FILE = 'ground_truth.json'
 
