@@ -54,11 +54,13 @@ class ParameterSpec:
         """Say in words which values are allowed, for error messages."""
         if self.choices is not None:
             return 'one of ' + ', '.join(repr(c) for c in self.choices)
+        kind = {bool: 'a boolean', int: 'an integer', float: 'a number', str: 'a string'}[
+            self.kind]
         if self.value_range is not None:
-            return f'a {self.kind.__name__} in [{self.value_range[0]}, {self.value_range[1]}]'
+            return f'{kind} in [{self.value_range[0]}, {self.value_range[1]}]'
         if self.pattern is not None:
-            return f'a string matching {self.pattern!r}'
-        return f'a {self.kind.__name__}'
+            return f'{kind} matching {self.pattern!r}'
+        return kind
 
 
 PARAMETERS = (
@@ -149,7 +151,7 @@ PARAMETERS = (
         value_range=(0.0, 1.0), live=True),
     ParameterSpec(
         'reliability', 'best_effort', str,
-        'QoS reliability of the camera subscriptions (sensor-data QoS, keep last 1 '
+        'QoS reliability of the camera subscriptions (sensor-data QoS, keep last 5 '
         'otherwise); use reliable for bags or publishers that only offer reliable.',
         choices=('best_effort', 'reliable')),
     ParameterSpec(

@@ -1,7 +1,7 @@
 """The main job: replay a scene through the perception node and write what it found.
 
 One command runs a real ROS 2 graph in one process (its own rclpy context, a
-multi-threaded executor): the replay publisher plays a scene directory as ``image``,
+single-threaded executor): the replay publisher plays a scene directory as ``image``,
 ``depth`` and ``camera_info``; the perception node segments it; a client node publishes
 the goal (transient-local ``std_msgs/String`` on ``goal``) and records ``~/objects`` and
 ``~/debug_image``. Frames are played one at a time, each as soon as the result of the
