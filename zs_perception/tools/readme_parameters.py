@@ -16,7 +16,7 @@ from pathlib import Path
 import sys
 from typing import Iterable
 
-from zs_perception.config import ParameterSpec, PARAMETERS
+from zs_perception.config import PARAMETERS, ParameterSpec
 
 BEGIN = '<!-- parameters:begin -->'
 END = '<!-- parameters:end -->'
