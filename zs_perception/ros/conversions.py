@@ -5,7 +5,7 @@ message's row ``step`` honoured, rather than through cv_bridge: PyPI's ``cv-brid
 1.13.0.post0 (the only one installable without a ROS distribution) cannot decode
 ``rgb8``/``bgr8``/``rgba8``/``bgra8`` (its type table reports 9 and 13 channels), reads
 ``16UC1`` depth as ``uint8``, and cannot encode with NumPy 2 (``ndarray.tostring`` is
-gone). ``benchmarks/image_conversion.py`` measures both paths; see the README.
+gone). ``benchmarks/image_conversion.py`` measures both paths (figures: docs/benchmarks.md).
 """
 
 import sys

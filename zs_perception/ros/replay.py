@@ -4,7 +4,7 @@ Publishes ``image`` (``rgb8``), ``depth`` (``16UC1`` millimetres or ``32FC1`` me
 the directory has depth) and ``camera_info``, all three with the same stamp (the time of
 publishing) and ``frame_id``, with sensor-data QoS (best effort, keep last 5), so the
 perception node sees what a camera driver would send. The directory format is described
-in :mod:`zs_perception.replay_directory` and the README.
+in :mod:`zs_perception.replay_directory` and docs/replay.md.
 
 Run it with ``ros2 run zs_perception zs_perception_replay --ros-args -p directory:=DIR``.
 """
@@ -55,7 +55,7 @@ class ReplayPublisher(Node):
         directory = self.declare_parameter(
             'directory', '', ParameterDescriptor(
                 description='Replay directory: colour images, optional depth images and '
-                            'camera_info.json (see the README).', **read_only)).value
+                            'camera_info.json (see docs/replay.md).', **read_only)).value
         self._rate_hz = self.declare_parameter(
             'rate_hz', 5.0, ParameterDescriptor(
                 description='Frames published per second.',
