@@ -145,6 +145,7 @@ def clipseg_config(size: str, tokenizer: CLIPTokenizer) -> CLIPSegConfig:
         projection_dim=512, extract_layers=(3, 6, 9), reduce_dim=64,
         use_complex_transposed_convolution=True)
 
+
 def _small_init(module: torch.nn.Module, std: float) -> None:
     """Redraw every linear, convolution and embedding weight of ``module`` from N(0, std).
 
