@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-DATA_DIR = Path(__file__).resolve().parents[2] / 'shared' / 'data'
+#: Real frames shipped with the tests (licences and attribution in data/PROVENANCE.md).
+TEST_DATA = Path(__file__).resolve().parent / 'data'
 
 
 @pytest.fixture(scope='session')
@@ -42,13 +43,8 @@ def backend_models(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def real_rgb():
-    """Load a real 640x480 RGB office-desk frame from ../shared/data, ``(480, 640, 3)`` uint8.
-
-    Skips the test when the shared data directory is absent.
-    """
+    """A real 640x480 RGB office-desk frame (TUM RGB-D, test/data), ``(480, 640, 3)`` uint8."""
     import cv2
 
-    path = DATA_DIR / 'rgbd' / 'tum_office_desk' / 'color.png'
-    if not path.exists():
-        pytest.skip(f'shared test data not found at {path}')
+    path = TEST_DATA / 'tum_office_desk' / 'color.png'
     return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
