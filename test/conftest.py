@@ -43,7 +43,7 @@ def backend_models(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def real_rgb():
-    """A real 640x480 RGB office-desk frame (TUM RGB-D, test/data), ``(480, 640, 3)`` uint8."""
+    """Load the real 640x480 TUM office-desk frame of test/data: ``(480, 640, 3)`` uint8 RGB."""
     import cv2
 
     path = TEST_DATA / 'tum_office_desk' / 'color.png'
