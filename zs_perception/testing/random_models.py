@@ -124,23 +124,34 @@ def make_bert_tokenizer() -> BertTokenizerFast:
     return BertTokenizerFast(vocab={tok: i for i, tok in enumerate(tokens)}, do_lower_case=True)
 
 
+def _special_ids(tokenizer) -> Dict[str, int]:
+    """Return the tokenizer's start, end and padding token ids for a text configuration."""
+    return {'bos_token_id': tokenizer.bos_token_id, 'eos_token_id': tokenizer.eos_token_id,
+            'pad_token_id': tokenizer.pad_token_id}
+
+
+def _tiny_towers(tokenizer, max_tokens: int, image_size: int, patch_size: int,
+                 vision_layers: int = 2) -> Dict[str, dict]:
+    """``text_config`` and ``vision_config`` of a tiny CLIP-style model (32 wide, 2 heads)."""
+    width = {'hidden_size': 32, 'intermediate_size': 64, 'num_attention_heads': 2}
+    return {'text_config': {'vocab_size': len(tokenizer), 'num_hidden_layers': 2,
+                            'max_position_embeddings': max_tokens, **width,
+                            **_special_ids(tokenizer)},
+            'vision_config': {'num_hidden_layers': vision_layers, 'image_size': image_size,
+                              'patch_size': patch_size, **width}}
+
+
 def clipseg_config(size: str, tokenizer: CLIPTokenizer) -> CLIPSegConfig:
     """Return the CLIPSeg configuration of a size, with a text encoder that fits ``tokenizer``."""
-    ids = {'bos_token_id': tokenizer.bos_token_id, 'eos_token_id': tokenizer.eos_token_id,
-           'pad_token_id': tokenizer.pad_token_id}
     if size == 'tiny':
         return CLIPSegConfig(
-            text_config={'vocab_size': len(tokenizer), 'hidden_size': 32,
-                         'intermediate_size': 64, 'num_hidden_layers': 2,
-                         'num_attention_heads': 2, 'max_position_embeddings': 77, **ids},
-            vision_config={'hidden_size': 32, 'intermediate_size': 64, 'num_hidden_layers': 4,
-                           'num_attention_heads': 2, 'image_size': 224, 'patch_size': 16},
+            **_tiny_towers(tokenizer, 77, image_size=224, patch_size=16, vision_layers=4),
             projection_dim=16, extract_layers=(0, 1, 2), reduce_dim=16,
             decoder_num_attention_heads=2, decoder_intermediate_size=32,
             use_complex_transposed_convolution=True)
     # CIDAS/clipseg-rd64-refined: CLIP ViT-B/16 + 512-d text encoder, rd64 decoder.
     return CLIPSegConfig(
-        text_config={'vocab_size': 49408, **ids},
+        text_config={'vocab_size': 49408, **_special_ids(tokenizer)},
         vision_config={'patch_size': 16},
         projection_dim=512, extract_layers=(3, 6, 9), reduce_dim=64,
         use_complex_transposed_convolution=True)
@@ -212,25 +223,18 @@ def write_owlv2(out_dir: Path, size: str = 'tiny', seed: int = 0) -> Path:
     torch.manual_seed(seed)
     tokenizer = make_clip_tokenizer()
     tokenizer.model_max_length = OWL_MAX_TOKENS
-    ids = {'bos_token_id': tokenizer.bos_token_id, 'eos_token_id': tokenizer.eos_token_id,
-           'pad_token_id': tokenizer.pad_token_id}
     if size == 'tiny':
         image_size = 128
         config = Owlv2Config(
-            text_config={'vocab_size': len(tokenizer), 'hidden_size': 32,
-                         'intermediate_size': 64, 'num_hidden_layers': 2,
-                         'num_attention_heads': 2,
-                         'max_position_embeddings': OWL_MAX_TOKENS, **ids},
-            vision_config={'hidden_size': 32, 'intermediate_size': 64, 'num_hidden_layers': 2,
-                           'num_attention_heads': 2, 'image_size': image_size,
-                           'patch_size': 16},
+            **_tiny_towers(tokenizer, OWL_MAX_TOKENS, image_size=image_size, patch_size=16),
             # The class head maps image features to the text width: projection = text width.
             projection_dim=32)
     else:
         # google/owlv2-base-patch16-ensemble: CLIP B/16 at 960 px, 512-d text encoder.
         image_size = 960
         config = Owlv2Config(
-            text_config={'vocab_size': 49408, 'max_position_embeddings': OWL_MAX_TOKENS, **ids},
+            text_config={'vocab_size': 49408, 'max_position_embeddings': OWL_MAX_TOKENS,
+                         **_special_ids(tokenizer)},
             vision_config={'image_size': image_size, 'patch_size': 16}, projection_dim=512)
     model = Owlv2ForObjectDetection(config).eval()
     if size == 'tiny':
@@ -273,22 +277,14 @@ def write_clip(out_dir: Path, size: str = 'tiny', seed: int = 0) -> Path:
     """Write a random ``CLIPModel`` and its ``CLIPProcessor`` into ``out_dir``."""
     torch.manual_seed(seed)
     tokenizer = make_clip_tokenizer()
-    ids = {'bos_token_id': tokenizer.bos_token_id, 'eos_token_id': tokenizer.eos_token_id,
-           'pad_token_id': tokenizer.pad_token_id}
     if size == 'tiny':
         image_size = 64
-        config = CLIPConfig(
-            text_config={'vocab_size': len(tokenizer), 'hidden_size': 32,
-                         'intermediate_size': 64, 'num_hidden_layers': 2,
-                         'num_attention_heads': 2, 'max_position_embeddings': 77, **ids},
-            vision_config={'hidden_size': 32, 'intermediate_size': 64, 'num_hidden_layers': 2,
-                           'num_attention_heads': 2, 'image_size': image_size,
-                           'patch_size': 8},
-            projection_dim=16)
+        config = CLIPConfig(**_tiny_towers(tokenizer, 77, image_size=image_size, patch_size=8),
+                            projection_dim=16)
     else:
         # openai/clip-vit-base-patch32.
         image_size = 224
-        config = CLIPConfig(text_config={'vocab_size': 49408, **ids},
+        config = CLIPConfig(text_config={'vocab_size': 49408, **_special_ids(tokenizer)},
                             vision_config={'image_size': image_size, 'patch_size': 32},
                             projection_dim=512)
     model = CLIPModel(config).eval()
