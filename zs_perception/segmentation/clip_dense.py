@@ -16,7 +16,7 @@ the maps are as coarse as CLIP's patch grid (32 px patches for ViT-B/32) and
 noisy. :class:`ClipRunner` is shared with the zero-guidance backend.
 """
 
-from typing import Dict, Hashable, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from torchvision.transforms.v2 import functional as tvF  # noqa: N812
 from transformers import CLIPModel, CLIPProcessor
 
 from zs_perception.segmentation.base import Instance, Prompt
-from zs_perception.segmentation.caching import LastFrameCache
+from zs_perception.segmentation.caching import EmbeddingCache, LastFrameCache
 from zs_perception.segmentation.device import StageTimer
 from zs_perception.segmentation.instances import find_instances
 from zs_perception.segmentation.loading import load_hf_model
@@ -172,7 +172,7 @@ class ClipDenseSegmenter(TorchSegmenter):
         self.runner = runner
         self.short_side = int(short_side)
         self.background = [b.strip() for b in background if b.strip()]
-        self._cache: Dict[Hashable, torch.Tensor] = {}
+        self._cache = EmbeddingCache()
         self._texts = None
         self._frames = LastFrameCache()
 
@@ -196,12 +196,10 @@ class ClipDenseSegmenter(TorchSegmenter):
             if key not in keys:
                 keys.append(key)
                 texts.append(phrase)
-        cache = {k: self._cache[k] for k in keys if k in self._cache}
-        new = {k: t for k, t in zip(keys, texts) if k not in cache}
-        if new:
-            cache.update(zip(new, self.runner.encode_texts(list(new.values()))))
-        self._cache = cache
-        self._texts = torch.stack([cache[k] for k in keys]) if active else None
+        by_key = dict(zip(keys, texts))
+        embeddings = self._cache.embed(keys, lambda missing: dict(zip(
+            missing, self.runner.encode_texts([by_key[k] for k in missing]))))
+        self._texts = embeddings if active else None
 
     def probabilities(self, image: np.ndarray) -> torch.Tensor:
         """``(N, H, W)`` ``float32`` per-prompt probability maps of one image (on the device)."""

@@ -15,7 +15,7 @@ model is run in its three stages instead, each as often as its inputs change:
 The results equal the reference forward pass (see the parity tests).
 """
 
-from typing import Dict, Hashable, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
 from transformers.image_utils import pil_torch_interpolation_mapping
 
 from zs_perception.segmentation.base import Instance, ModelLoadError, Prompt, PromptLike
-from zs_perception.segmentation.caching import LastFrameCache
+from zs_perception.segmentation.caching import EmbeddingCache, LastFrameCache
 from zs_perception.segmentation.device import StageTimer
 from zs_perception.segmentation.instances import find_instances
 from zs_perception.segmentation.loading import DEFAULT_CLIPSEG_MODEL, load_clipseg
@@ -212,7 +212,7 @@ class ClipSegSegmenter(TorchSegmenter):
         super().__init__(runner.device, threshold=threshold, min_area_px=min_area_px,
                          max_objects=max_objects)
         self.runner = runner
-        self._embedding_cache: Dict[Hashable, torch.Tensor] = {}
+        self._embedding_cache = EmbeddingCache()
         self._embeddings = None
         self._frames = LastFrameCache()
 
@@ -232,16 +232,20 @@ class ClipSegSegmenter(TorchSegmenter):
                                   f'only the first {limit - 2} are used')
 
     def _encode_prompts(self, active: List[Prompt]) -> None:
-        keys = [prompt_key(p) for p in active]
-        cache = {k: self._embedding_cache[k] for k in keys if k in self._embedding_cache}
-        texts = {k: p.text for k, p in zip(keys, active) if k not in cache and p.text is not None}
-        images = {k: p.image for k, p in zip(keys, active) if k not in cache and p.text is None}
-        if texts:
-            cache.update(zip(texts, self.runner.encode_texts(list(texts.values()))))
-        if images:
-            cache.update(zip(images, self.runner.encode_images(list(images.values()))))
-        self._embedding_cache = cache
-        self._embeddings = torch.stack([cache[k] for k in keys]) if keys else None
+        by_key = {prompt_key(p): p for p in active}
+
+        def encode(missing):
+            texts = [k for k in missing if by_key[k].text is not None]
+            images = [k for k in missing if by_key[k].text is None]
+            out = {}
+            if texts:
+                out.update(zip(texts, self.runner.encode_texts([by_key[k].text for k in texts])))
+            if images:
+                out.update(zip(images, self.runner.encode_images(
+                    [by_key[k].image for k in images])))
+            return out
+
+        self._embeddings = self._embedding_cache.embed(list(by_key), encode)
 
     def _segment(self, image: np.ndarray, timer: StageTimer
                  ) -> Tuple[List[Instance], np.ndarray]:
