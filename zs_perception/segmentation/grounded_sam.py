@@ -3,7 +3,7 @@
 Per frame: the detector (OWLv2 or Grounding DINO, :mod:`detectors`) gives
 boxes, scores and the phrase each box matched, with the text side encoded
 once per goal; boxes over ``threshold`` go through per-phrase non-maximum
-suppression and the ``max_objects`` best are kept; then SAM
+suppression, the ``max_objects`` best are kept and clipped to the image; then SAM
 (:class:`~zs_perception.segmentation.sam.SamRefiner`) encodes the image once
 and draws every box's mask in one batched decoder call (on a CPU in cache-sized
 calls, which is faster there: see :meth:`~zs_perception.segmentation.sam.SamRefiner.decode`).
@@ -11,7 +11,8 @@ On a GPU the SAM image encoder runs on a second CUDA stream, overlapping the det
 
 Compared with the documented usage (the transformers processor, model and
 post-processing on every frame, then ``SamPredictor.predict`` once per box),
-the boxes, scores and masks are the same (parity tests); only the repeated
+the boxes, scores and masks are the same, masks up to float rounding at the mask
+threshold (parity tests); only the repeated
 text encoding and (on a GPU, and for small models on a CPU) the per-box decoder
 calls are gone.
 """
