@@ -142,6 +142,12 @@ def test_tool_writes_marked_models_and_prints_paths(tmp_path, capsys):
     seg = create_segmenter('clipseg', clipseg_model=written['clipseg'], device='cpu',
                            allow_random_weights=True)
     assert seg.set_prompts(['mug']).active == ['mug']
+    assert random_models.main([str(tmp_path / 'b'), '--only', 'sam,clip', '--sam-type',
+                               'none']) == 0
+    assert json.loads(capsys.readouterr().out) == {'clip': str(tmp_path / 'b' / 'clip')}
+    with pytest.raises(SystemExit):
+        random_models.main([str(tmp_path), '--only', 'clipseg,yolo'])
+    assert 'yolo' in capsys.readouterr().err
 
 
 def test_tiny_models_fixture_layout(tiny_models):

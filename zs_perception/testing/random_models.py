@@ -9,8 +9,8 @@ state dict in Meta's file layout; each finds nothing real and carries a
 Usage::
 
     python -m zs_perception.testing.random_models OUT_DIR [--size tiny|full]
-        [--only clipseg,sam,owlv2,grounding_dino,clip] [--sam-type tiny|vit_b|vit_l|vit_h]
-        [--seed 0]
+        [--only clipseg,sam,owlv2,grounding_dino,clip]
+        [--sam-type tiny|vit_b|vit_l|vit_h|none] [--seed 0]
 
 writes (all by default, or those named by ``--only``)::
 
@@ -374,14 +374,17 @@ def main(argv=None) -> int:
                         help='tiny test models or full-size architectures (default tiny)')
     parser.add_argument('--only', default=','.join(MODELS),
                         help=f'comma-separated models to write (default all: {",".join(MODELS)})')
-    parser.add_argument('--sam-type', choices=(SAM_TINY_TYPE,) + SAM_MODEL_TYPES, default=None,
-                        help='SAM architecture (default tiny for --size tiny, vit_b for full)')
+    parser.add_argument('--sam-type', choices=(SAM_TINY_TYPE,) + SAM_MODEL_TYPES + ('none',),
+                        default=None, help='SAM architecture (default tiny for --size tiny, '
+                        'vit_b for full; none: no SAM, as leaving sam out of --only)')
     parser.add_argument('--seed', type=int, default=0, help='torch seed (default 0)')
     args = parser.parse_args(argv)
     only = [name.strip() for name in args.only.split(',') if name.strip()]
     unknown = [name for name in only if name not in MODELS]
     if unknown or not only:
         parser.error(f'--only {args.only!r}: expected comma-separated names from {MODELS}')
+    if args.sam_type == 'none':
+        only, args.sam_type = [name for name in only if name != 'sam'], None
     print(json.dumps(write_models(args.out_dir, args.size, only, args.sam_type, args.seed),
                      indent=2))
     return 0
