@@ -21,11 +21,13 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 from zs_perception.geometry import CameraIntrinsics
+from zs_perception.geometry.depth import DEPTH_ENCODINGS as _DEPTH_ENCODINGS
 from zs_perception.replay_directory import depth_to_millimetres, ReplayDirectory
 from zs_perception.ros.conversions import array_to_image
 
 DEFAULT_FRAME_ID = 'camera_color_optical_frame'
-DEPTH_ENCODINGS = ('16UC1', '32FC1')
+# The depth encodings published (mono16 is only an alias of 16UC1 some drivers use).
+DEPTH_ENCODINGS = tuple(e for e in _DEPTH_ENCODINGS if e != 'mono16')
 
 
 class ReplayPublisher(Node):

@@ -4,9 +4,9 @@ Importing this module is cheap (no torch): each backend's modules are imported w
 built, so ``BACKENDS`` can be read by the parameter table without loading the ML stack.
 """
 
-import logging
+import importlib
 
-from zs_perception.segmentation.base import Segmenter, validate_thresholds
+from zs_perception.segmentation.base import Segmenter
 
 # Backend name -> what it is, for parameter descriptions and error messages.
 BACKENDS = {
@@ -18,8 +18,14 @@ BACKENDS = {
                      'vocabulary; works without a goal (needs sam_checkpoint)',
     'clip_dense': 'CLIP patch features vs the prompts (MaskCLIP); cheapest, coarsest',
 }
-
-logger = logging.getLogger(__name__)
+# Backend name -> (module in zs_perception.segmentation, class), imported when built.
+_CLASSES = {
+    'clipseg': ('clipseg', 'ClipSegSegmenter'),
+    'clipseg_sam': ('clipseg_sam', 'ClipSegSamSegmenter'),
+    'grounded_sam': ('grounded_sam', 'GroundedSamSegmenter'),
+    'zero_guidance': ('zero_guidance', 'ZeroGuidanceSegmenter'),
+    'clip_dense': ('clip_dense', 'ClipDenseSegmenter'),
+}
 
 
 def create_segmenter(backend: str = 'clipseg', *, clipseg_model: str = '',
@@ -67,50 +73,18 @@ def create_segmenter(backend: str = 'clipseg', *, clipseg_model: str = '',
     if backend not in BACKENDS:
         raise ValueError(f'Unknown segmentation backend {backend!r}; expected one of '
                          f'{", ".join(BACKENDS)}.')
-    common = {'device': device, 'precision': precision, 'threshold': threshold,
-              'min_area_px': min_area_px, 'max_objects': max_objects,
-              'allow_random_weights': allow_random_weights}
-    if backend in ('clipseg', 'clipseg_sam'):
-        return _clipseg(backend, clipseg_model, sam_checkpoint, sam_model_type,
-                        sam_point_prompt, **common)
-    if backend == 'grounded_sam':
-        from zs_perception.segmentation.grounded_sam import GroundedSamSegmenter
-        return GroundedSamSegmenter.from_settings(
-            detector=detector, detector_model=detector_model, sam_checkpoint=sam_checkpoint,
-            sam_model_type=sam_model_type, **common)
-    if backend == 'zero_guidance':
-        from zs_perception.segmentation.zero_guidance import ZeroGuidanceSegmenter
-        words = [w.strip() for w in str(vocabulary).split(',') if w.strip()]
-        settings = {'clip_model': clip_model} if clip_model else {}
-        return ZeroGuidanceSegmenter.from_settings(
-            sam_checkpoint=sam_checkpoint, sam_model_type=sam_model_type, vocabulary=words,
-            **settings, **common)
-    from zs_perception.segmentation.clip_dense import ClipDenseSegmenter
-    settings = {'clip_model': clip_model} if clip_model else {}
-    return ClipDenseSegmenter.from_settings(**settings, **common)
-
-
-def _clipseg(backend, clipseg_model, sam_checkpoint, sam_model_type, sam_point_prompt, *,
-             device, precision, threshold, min_area_px, max_objects, allow_random_weights):
-    from zs_perception.segmentation.clipseg import ClipSegRunner, ClipSegSegmenter
-    from zs_perception.segmentation.device import resolve_device, resolve_dtype
-    from zs_perception.segmentation.loading import DEFAULT_CLIPSEG_MODEL, load_clipseg, load_sam
-    from zs_perception.segmentation.sam import ClipSegSamSegmenter, SamRefiner
-
-    thresholds = {'threshold': threshold, 'min_area_px': min_area_px, 'max_objects': max_objects}
-    validate_thresholds('create_segmenter', Segmenter.THRESHOLDS, thresholds)  # before loading
-    torch_device = resolve_device(device)
-    dtype = resolve_dtype(precision, torch_device)
-    clipseg_model = clipseg_model or DEFAULT_CLIPSEG_MODEL
-    sam = None
-    if backend == 'clipseg_sam':
-        # SAM first: its checkpoint is the setting most often missing; fail before the slow part.
-        sam = load_sam(sam_checkpoint, sam_model_type, torch_device, allow_random_weights)
-    model, processor = load_clipseg(clipseg_model, torch_device, dtype, allow_random_weights)
-    runner = ClipSegRunner(model, processor, torch_device, dtype)
-    logger.info('Segmentation backend %s on %s in %s (CLIPSeg %s%s).', backend, torch_device,
-                dtype, clipseg_model, f', SAM {sam_model_type} {sam_checkpoint}' if sam else '')
-    if sam is None:
-        return ClipSegSegmenter(runner, **thresholds)
-    return ClipSegSamSegmenter(runner, SamRefiner(sam, torch_device, dtype),
-                               sam_point_prompt=sam_point_prompt, **thresholds)
+    sam = {'sam_checkpoint': sam_checkpoint, 'sam_model_type': sam_model_type}
+    models = {
+        'clipseg': {'clipseg_model': clipseg_model},
+        'clipseg_sam': {'clipseg_model': clipseg_model, 'sam_point_prompt': sam_point_prompt,
+                        **sam},
+        'grounded_sam': {'detector': detector, 'detector_model': detector_model, **sam},
+        'zero_guidance': {'clip_model': clip_model, **sam, 'vocabulary': [
+            w.strip() for w in str(vocabulary).split(',') if w.strip()]},
+        'clip_dense': {'clip_model': clip_model},
+    }[backend]
+    module, name = _CLASSES[backend]
+    cls = getattr(importlib.import_module(f'zs_perception.segmentation.{module}'), name)
+    return cls.from_settings(device=device, precision=precision, threshold=threshold,
+                             min_area_px=min_area_px, max_objects=max_objects,
+                             allow_random_weights=allow_random_weights, **models)

@@ -30,7 +30,7 @@ from zs_perception.segmentation.base import ModelLoadError
 DEFAULT_CLIPSEG_MODEL = 'CIDAS/clipseg-rd64-refined'
 RANDOM_MARKER = 'RANDOM_WEIGHTS.txt'
 SAM_MODEL_TYPES = ('vit_b', 'vit_l', 'vit_h')
-# Only for random test models written by make_random_models; no real checkpoint has this size.
+# Only for random test models (zs_perception.testing.random_models); no real checkpoint has it.
 SAM_TINY_TYPE = 'tiny'
 SAM_CHECKPOINT_URLS = {
     'vit_b': 'https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth',
@@ -235,7 +235,7 @@ def load_sam(checkpoint: str, model_type: str, device: torch.device,
 
     Args:
         checkpoint: path of Meta's ``sam_vit_*.pth`` (or a random checkpoint
-            from ``make_random_models``).
+            from ``zs_perception.testing.random_models``).
         model_type: ``'vit_b'``, ``'vit_l'`` or ``'vit_h'``, matching the file
             (``'tiny'`` only for random test checkpoints).
         device: where the model runs (kept in fp32; the caller may cast the
