@@ -1,0 +1,96 @@
+"""Run one node as its own process: one-line fatal errors and a stop that never fails.
+
+Used by the ``main()`` of the perception node and of the replay publisher. The order that
+keeps a stop clean:
+
+1. rclpy is initialised without its signal handlers, so a signal cannot shut the context
+   down under a thread that is still publishing; SIGINT and SIGTERM only set a flag here.
+2. The main thread spins until the flag is set (or the node says it is done).
+3. The executor is shut down, then ``destroy_node()``: a node with a worker thread stops
+   and joins it there and stops publishing, before its publishers go.
+4. The context is shut down last.
+
+A second SIGINT or SIGTERM while stopping (or after) is ignored (no ``KeyboardInterrupt``
+traceback); a signal while the node is still being built (a model loading) aborts the
+build. Errors the node raises for bad configuration are logged as one FATAL line and the
+process exits 1; a stop by signal exits 0.
+"""
+
+import signal
+import sys
+from typing import Callable, List, Optional, Tuple, Type
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
+
+SPIN_PERIOD_S = 0.1
+
+
+class _Stop:
+    """The signal handler: sets a flag; raises once while the node is being built."""
+
+    def __init__(self):
+        self.requested = False
+        self.building = True
+
+    def __call__(self, signum, frame) -> None:
+        self.requested = True
+        if self.building:
+            self.building = False  # a second signal must not interrupt the clean-up
+            raise KeyboardInterrupt
+
+
+def one_line(err: BaseException) -> str:
+    """Return an exception's message on one line (newlines and runs of spaces collapsed)."""
+    return ' '.join(str(err).split()) or type(err).__name__
+
+
+def run_node(make_node: Callable[[], Node], name: str,
+             fatal: Tuple[Type[BaseException], ...] = (ValueError,),
+             done: Optional[Callable[[Node], bool]] = None,
+             args: Optional[List[str]] = None) -> int:
+    """Build a node, spin it until a signal (or ``done(node)``), stop it cleanly.
+
+    Args:
+        make_node: builds the node (after ``rclpy.init``).
+        name: logger name of the FATAL line.
+        fatal: exception types meaning a bad configuration: one FATAL line, exit 1.
+        done: optional; spinning ends when it returns True.
+        args: command-line arguments for ``rclpy.init`` (default ``sys.argv``).
+
+    Returns:
+        The exit status: 0 after a signal or ``done``, 1 after a fatal error.
+
+    """
+    stop = _Stop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
+    node = executor = None
+    try:
+        try:
+            rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+        except Exception as err:  # rcl's argument or params-file parser
+            print(f'[FATAL] [{name}]: Cannot start: {one_line(err)}', file=sys.stderr)
+            return 1
+        node = make_node()
+        stop.building = False
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        while not stop.requested and rclpy.ok() and not (done is not None and done(node)):
+            executor.spin_once(timeout_sec=SPIN_PERIOD_S)
+        return 0
+    except (KeyboardInterrupt, ExternalShutdownException):
+        return 0
+    except fatal as err:
+        rclpy.logging.get_logger(name).fatal(one_line(err))
+        return 1
+    finally:
+        stop.building = False
+        if executor is not None:
+            executor.shutdown(timeout_sec=1.0)
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+        # The handlers stay: a signal arriving after this returns must not raise either.
