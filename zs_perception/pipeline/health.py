@@ -100,7 +100,7 @@ class Health:
 
     def level(self) -> Tuple[str, str]:
         """Return ``(OK | WARN | ERROR, message)`` from the current faults and the counters."""
-        faults = self.current()
+        faults = sorted(self.current(), key=lambda f: f.key not in ERRORS)  # errors first
         if faults:
             level = ERROR if any(f.key in ERRORS for f in faults) else WARN
             more = (f' (also: {", ".join(f.key for f in faults[1:])})'
