@@ -21,13 +21,16 @@ class Clock:
         return self.t
 
 
+T0 = 100.0  # the stamp clock when the monotonic clock is 0
+
+
 def simulate(events, seconds, engine_s=0.005, step=0.001, publishers=(1, 1), **kwargs):
     """Play ``events`` [(time, kind, stamp)] and return (frames, synchroniser).
 
     ``frames``: [(taken at, frame)]. ``kind``: 'image', 'depth' or 'info'.
     """
     clock = Clock()
-    sync = FrameSynchronizer(clock=clock, **kwargs)
+    sync = FrameSynchronizer(clock=clock, stamp_clock=lambda: T0 + clock.t, **kwargs)
     sync.set_publishers(*publishers)
     events = sorted(events, key=lambda e: e[0])
     frames, busy_until, i = [], 0.0, 0
@@ -48,7 +51,7 @@ def simulate(events, seconds, engine_s=0.005, step=0.001, publishers=(1, 1), **k
 
 def camera(seconds, rate=RATE_HZ, depth=True, info=True, depth_offset=0.0, info_offset=0.0,
            depth_stamp=None, info_stamp=None, depth_until=None, info_until=None,
-           depth_rate=None, t0=100.0, latency=0.004):
+           depth_rate=None, t0=T0, latency=0.004):
     """Events of a camera: images and (optionally faulty) depth and camera info."""
     events = []
     for k in range(int(seconds * rate)):
@@ -90,6 +93,8 @@ def test_starvation_cases_keep_the_camera_rate(fault, expected_reason):
     reasons = {(f.depth_miss or f.info_miss).reason for _, f in frames
                if f.depth is None or f.info is None}
     assert reasons and reasons <= set(expected_reason), reasons
+    late = [f for at, f in frames if at > 1.5]  # every fault is on by then
+    assert all(f.depth is None or f.info is None for f in late)
     # The wait of every frame is bounded by sync_wait_s from its own arrival.
     assert max(at - f.arrival_s for at, f in frames) <= 0.1 + 0.002
 

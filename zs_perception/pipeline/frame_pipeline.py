@@ -20,7 +20,7 @@ import numpy as np
 
 from zs_perception import config
 from zs_perception.geometry import CameraIntrinsics, estimate_object_geometry, ObjectGeometry
-from zs_perception.pipeline.frame_sync import Miss
+from zs_perception.pipeline.frame_sync import FUTURE_STAMP_S, Miss
 from zs_perception.pipeline.health import Health
 from zs_perception.segmentation.base import Instance, SegmentationError, Segmenter
 from zs_perception.segmentation.prompting import parse_goal
@@ -28,8 +28,6 @@ from zs_perception.tracking import Tracker
 
 # Smallest image side (px) segmented; smaller images are bad input (a 1x1 test pattern).
 MIN_IMAGE_SIDE_PX = 8
-# An image stamped this far (s) after the node's clock is misstamped.
-FUTURE_STAMP_S = 1.0
 # 32FC1 depth whose median valid reading exceeds this (m) and max_depth_m holds millimetres.
 MM_AS_METRES_MEDIAN_M = 20.0
 _DEPTH_FLOAT_ENCODINGS = ('32FC1',)

@@ -34,6 +34,9 @@ JUMP_BACK_S = 0.5
 # A stream whose newest message is stamped this much (s) before the image is misstamped
 # (e.g. stamped 0): waiting for it cannot produce a match.
 FAR_BEHIND_S = 1.0
+# A message stamped this much (s) after the stamp clock when it arrives is misstamped (a
+# capture cannot be in the future): it is never matched.
+FUTURE_STAMP_S = 0.2
 
 DEPTH = 'depth'
 CAMERA_INFO = 'camera_info'
@@ -90,6 +93,7 @@ class _Entry:
     msg: Any
     stamp_s: float
     arrival_s: float
+    ahead_s: float = 0.0  # stamp minus the stamp clock on arrival, when over FUTURE_STAMP_S
 
 
 class _Stream:
@@ -116,6 +120,8 @@ class _Stream:
     def match(self, stamp_s: float, tolerance_s: float) -> Optional[_Entry]:
         best, best_dt = None, tolerance_s
         for entry in self.buffer:
+            if entry.ahead_s:
+                continue
             dt = abs(entry.stamp_s - stamp_s)
             if dt <= best_dt:
                 best, best_dt = entry, dt
@@ -140,6 +146,10 @@ class _Stream:
             return Miss(absent, f'the {label} stream is {what} '
                         f'({self.publishers} publisher(s))', 'absent'), False
         newest = max(self.buffer, key=lambda e: e.stamp_s, default=None)
+        if newest is not None and self.buffer[-1].ahead_s:
+            return Miss(f'{label} stamp mismatch',
+                        f'the {label} is stamped {self.buffer[-1].ahead_s:.3f} s ahead of '
+                        'this node\'s clock when it arrives', 'mismatch'), False
         if newest is not None:
             nearest = min(self.buffer, key=lambda e: abs(e.stamp_s - image.stamp_s))
             offset = nearest.stamp_s - image.stamp_s
@@ -169,12 +179,15 @@ class FrameSynchronizer:
         image_buffer: most images kept waiting; the oldest is dropped beyond.
         stream_buffer: recent messages kept per stream for matching.
         clock: monotonic time in seconds.
+        stamp_clock: the time stamps are compared with (s; the node's ROS clock), to
+            reject depth and camera info stamped in the future; ``None``: no such check.
 
     """
 
     def __init__(self, *, tolerance_s: float = 0.02, wait_s: float = 0.1,
                  stream_timeout_s: float = 1.0, image_buffer: int = 16, stream_buffer: int = 30,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 stamp_clock: Optional[Callable[[], float]] = None):
         if image_buffer < 1 or stream_buffer < 1:
             raise ValueError(f'image_buffer and stream_buffer must be at least 1, got '
                              f'{image_buffer} and {stream_buffer}')
@@ -182,6 +195,7 @@ class FrameSynchronizer:
         self.wait_s = wait_s
         self.stream_timeout_s = stream_timeout_s
         self.clock = clock
+        self.stamp_clock = stamp_clock
         self._images: Deque[_Entry] = collections.deque()
         self._image_buffer = image_buffer
         self._depth = _Stream(DEPTH, stream_buffer)
@@ -219,11 +233,15 @@ class FrameSynchronizer:
 
     def add_depth(self, msg: Any, stamp_s: float) -> None:
         """Buffer a depth image for matching."""
-        self._depth.add(_Entry(msg, stamp_s, self.clock()))
+        self._depth.add(self._entry(msg, stamp_s))
 
     def add_info(self, msg: Any, stamp_s: float) -> None:
         """Buffer a camera info for matching."""
-        self._info.add(_Entry(msg, stamp_s, self.clock()))
+        self._info.add(self._entry(msg, stamp_s))
+
+    def _entry(self, msg: Any, stamp_s: float) -> _Entry:
+        ahead = stamp_s - self.stamp_clock() if self.stamp_clock is not None else 0.0
+        return _Entry(msg, stamp_s, self.clock(), ahead if ahead > FUTURE_STAMP_S else 0.0)
 
     def set_publishers(self, depth: int, info: int) -> None:
         """Tell how many publishers the depth and camera-info topics have (graph state)."""

@@ -109,7 +109,7 @@ class PerceptionNode(Node):
         self._sync = FrameSynchronizer(
             tolerance_s=self._settings['sync_tolerance_s'],
             wait_s=self._settings['sync_wait_s'], stream_timeout_s=_STREAM_TIMEOUT_S,
-            image_buffer=_IMAGE_BUFFER, stream_buffer=_STREAM_BUFFER)
+            image_buffer=_IMAGE_BUFFER, stream_buffer=_STREAM_BUFFER, stamp_clock=self._now_s)
         self._marker_ids: List[int] = []
         self._pending_goal: Optional[str] = self._settings['prompts']
         self._prompts_echo: Optional[str] = None
