@@ -54,11 +54,13 @@ class ParameterSpec:
         """Say in words which values are allowed, for error messages."""
         if self.choices is not None:
             return 'one of ' + ', '.join(repr(c) for c in self.choices)
+        article = 'an' if self.kind is int else 'a'
         if self.value_range is not None:
-            return f'a {self.kind.__name__} in [{self.value_range[0]}, {self.value_range[1]}]'
+            return (f'{article} {self.kind.__name__} in [{self.value_range[0]}, '
+                    f'{self.value_range[1]}]')
         if self.pattern is not None:
             return f'a string matching {self.pattern!r}'
-        return f'a {self.kind.__name__}'
+        return f'{article} {self.kind.__name__}'
 
 
 PARAMETERS = (

@@ -47,6 +47,36 @@ def one_line(err: BaseException) -> str:
     return ' '.join(str(err).split()) or type(err).__name__
 
 
+def params_file_problem(args: List[str]) -> Optional[str]:
+    """Check the ``--params-file`` arguments (rcl would log its own ERROR line first).
+
+    Returns:
+        ``None`` when every params file given exists and is YAML, else what is wrong.
+
+    """
+    import yaml
+    ros_args = args[args.index('--ros-args'):] if '--ros-args' in args else []
+    for flag, path in zip(ros_args, ros_args[1:]):
+        if flag != '--params-file':
+            continue
+        try:
+            with open(path, encoding='utf-8') as stream:
+                data = yaml.safe_load(stream)
+        except OSError as err:
+            return (f'cannot read the params file {path!r} ({err.strerror}); give the path '
+                    'of a YAML file such as config/zs_perception.yaml')
+        except yaml.YAMLError as err:
+            return f'the params file {path!r} is not valid YAML: {one_line(err)}'
+        nodes = data if isinstance(data, dict) else {}
+        wrong = [key for key, value in nodes.items()
+                 if not (isinstance(value, dict) and 'ros__parameters' in value)]
+        if not nodes or wrong:
+            return (f'the params file {path!r} must map node names to ros__parameters '
+                    "(e.g. '/**/zs_perception: {ros__parameters: {threshold: 0.5}}'); "
+                    f'{"it is empty" if not nodes else f"{wrong[0]!r} has no ros__parameters"}')
+    return None
+
+
 def run_node(make_node: Callable[[], Node], name: str,
              fatal: Tuple[Type[BaseException], ...] = (ValueError,),
              done: Optional[Callable[[Node], bool]] = None,
@@ -68,6 +98,10 @@ def run_node(make_node: Callable[[], Node], name: str,
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, stop)
     node = executor = None
+    problem = params_file_problem(sys.argv if args is None else args)
+    if problem is not None:
+        print(f'[FATAL] [{name}]: Cannot start: {problem}', file=sys.stderr)
+        return 1
     try:
         try:
             rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
