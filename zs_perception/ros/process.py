@@ -10,10 +10,11 @@ keeps a stop clean:
    and joins it there and stops publishing, before its publishers go.
 4. The context is shut down last.
 
-A second SIGINT or SIGTERM while stopping (or after) is ignored (no ``KeyboardInterrupt``
-traceback); a signal while the node is still being built (a model loading) aborts the
-build. Errors the node raises for bad configuration are logged as one FATAL line and the
-process exits 1; a stop by signal exits 0.
+Once stopping, SIGINT and SIGTERM are ignored (a second one gives no ``KeyboardInterrupt``
+traceback, and none arriving while Python exits kills the process); a signal while the
+node is still being built (a model loading) aborts the build. Errors the node raises for
+a bad configuration are logged as one FATAL line and the process exits 1; a stop by
+signal exits 0.
 """
 
 import signal
@@ -121,10 +122,13 @@ def run_node(make_node: Callable[[], Node], name: str,
         rclpy.logging.get_logger(name).fatal(one_line(err))
         return 1
     finally:
-        stop.building = False
+        # From here on signals are ignored: a second one must not interrupt the clean-up,
+        # and Python resets handlers of its own (not SIG_IGN) to the default at exit, where
+        # a late SIGINT would then kill the process with status -2.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
         if executor is not None:
             executor.shutdown(timeout_sec=1.0)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
-        # The handlers stay: a signal arriving after this returns must not raise either.
