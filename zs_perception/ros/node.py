@@ -20,6 +20,7 @@ from geometry_msgs.msg import PoseArray, Vector3
 import numpy as np
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -52,8 +53,10 @@ _GRAPH_PERIOD_S = 0.25
 _FAULT_WINDOW_S = 5.0
 # The image stream counts as stopped after this long without an image (s).
 _NO_IMAGE_S = 5.0
-# How long after start-up a goal latched before the node started is looked for (s).
-_LATCHED_GOAL_WINDOW_S = 3.0
+# How long after start-up a goal latched before the node started is looked for (s), and
+# the longest life of the transient-local reader that fetches it (s).
+_LATCHED_GOAL_WINDOW_S = 2.0
+_LATCHED_READER_S = 1.0
 # The longest wait for the worker thread when stopping (s); then publishing is closed anyway.
 _STOP_JOIN_S = 3.0
 # Parameters rclpy declares itself or reads from overrides on its own.
@@ -129,6 +132,8 @@ class PerceptionNode(Node):
         self._goal_sub = self.create_subscription(String, 'goal', self._on_goal,
                                                   GOAL_READER_QOS)
         self._latched_goal_sub = None
+        self._latched_goal_since = 0.0
+        self._latched_goal_done = False
 
         self._objects_pub = self.create_publisher(SegmentedObjectArray, '~/objects', 10)
         self._masks_pub = self.create_publisher(Image, '~/masks', 10)
@@ -288,20 +293,34 @@ class PerceptionNode(Node):
             self._sync.set_publishers(self._depth_sub.get_publisher_count(),
                                       self._info_sub.get_publisher_count())
             self._lock.notify_all()
-        early = time.monotonic() - self._started_at < _LATCHED_GOAL_WINDOW_S
-        if self._latched_goal_sub is not None and (not early
-                                                   or self.counters['goals_received']):
-            self.destroy_subscription(self._latched_goal_sub)
-            self._latched_goal_sub = None
-        if not early or self._latched_goal_sub is not None or self.counters['goals_received']:
+        now = time.monotonic()
+        if self._latched_goal_sub is not None:
+            if (self.counters['goals_received']
+                    or now - self._latched_goal_since > _LATCHED_READER_S):
+                self.destroy_subscription(self._latched_goal_sub)
+                self._latched_goal_sub = None
             return
-        # A transient-local reader gets the latched sample but warns against every volatile
-        # publisher, so it exists only while every goal publisher offers transient local.
+        if (self._latched_goal_done or self.counters['goals_received']
+                or now - self._started_at > _LATCHED_GOAL_WINDOW_S):
+            self._latched_goal_done = True
+            return
+        # A transient-local reader gets the latched sample but is incompatible with every
+        # volatile publisher, so it is made once, only while every goal publisher offers
+        # transient local, for at most _LATCHED_READER_S; its own incompatible-QoS handler
+        # (no warning) ends it at once if a volatile publisher shows up meanwhile.
         publishers = self.get_publishers_info_by_topic(self._goal_sub.topic_name)
         if publishers and all(p.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL
                               for p in publishers):
+            self._latched_goal_since = now
+            self._latched_goal_done = True
             self._latched_goal_sub = self.create_subscription(
-                String, self._goal_sub.topic_name, self._on_goal, GOAL_QOS)
+                String, self._goal_sub.topic_name, self._on_goal, GOAL_QOS,
+                event_callbacks=SubscriptionEventCallbacks(
+                    incompatible_qos=self._on_latched_goal_incompatible))
+
+    def _on_latched_goal_incompatible(self, _status) -> None:
+        # A volatile goal publisher appeared: the main (volatile) reader takes its goals.
+        self._latched_goal_since = -1e9  # destroyed at the next graph check
 
     # ---------------------------------------------------------------- worker
     def _work(self) -> None:
