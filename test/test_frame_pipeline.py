@@ -8,18 +8,10 @@ from zs_perception.pipeline.frame_pipeline import (FrameInput, FramePipeline,
                                                    millimetres_as_metres, stamp_problem)
 from zs_perception.pipeline.frame_sync import Miss
 from zs_perception.pipeline.health import ERROR, Health, OK, WARN
-from zs_perception.testing.doubles import FixedMaskSegmenter
+from zs_perception.testing.doubles import FakeClock, FixedMaskSegmenter
 from zs_perception.testing.scene import render_scene
 
 NOW = 1000.0
-
-
-class Clock:
-    def __init__(self):
-        self.t = 0.0
-
-    def __call__(self):
-        return self.t
 
 
 @pytest.fixture(scope='module')
@@ -28,7 +20,7 @@ def scene():
 
 
 def make(scene, **settings):
-    clock = Clock()
+    clock = FakeClock()
     health = Health(window_s=5.0, clock=clock)
     logged = []
     pipeline = FramePipeline(FixedMaskSegmenter(scene['masks']), health,
@@ -174,7 +166,7 @@ def test_no_goal_publishes_empty_results(scene):
 
 
 def test_health_returns_to_ok_when_the_fault_is_gone():
-    clock = Clock()
+    clock = FakeClock()
     health = Health(window_s=5.0, log_period_s=5.0, clock=clock)
     assert health.level() == (WARN, 'no frame processed yet')
     health.count('frames_processed')

@@ -8,17 +8,10 @@ frame), as the node's worker does.
 import pytest
 
 from zs_perception.pipeline.frame_sync import FrameSynchronizer, JUMP_BACK_S
+from zs_perception.testing.doubles import FakeClock
 
 RATE_HZ = 30.0
 PERIOD = 1.0 / RATE_HZ
-
-
-class Clock:
-    def __init__(self):
-        self.t = 0.0
-
-    def __call__(self):
-        return self.t
 
 
 T0 = 100.0  # the stamp clock when the monotonic clock is 0
@@ -29,7 +22,7 @@ def simulate(events, seconds, engine_s=0.005, step=0.001, publishers=(1, 1), **k
 
     ``frames``: [(taken at, frame)]. ``kind``: 'image', 'depth' or 'info'.
     """
-    clock = Clock()
+    clock = FakeClock()
     sync = FrameSynchronizer(clock=clock, stamp_clock=lambda: T0 + clock.t, **kwargs)
     sync.set_publishers(*publishers)
     events = sorted(events, key=lambda e: e[0])
@@ -80,10 +73,10 @@ def test_synced_streams_give_every_frame_complete():
 
 
 @pytest.mark.parametrize('fault, expected_reason', [
-    (dict(depth_until=1.0), ('depth late', 'no depth image')),      # depth stalls
-    (dict(info_until=1.0), ('camera_info late', 'no camera_info')),  # camera_info stops
-    (dict(info_stamp=0.0), ('camera_info stamp mismatch',)),         # stamped 0
-    (dict(depth_offset=0.5), ('depth stamp mismatch',)),             # 0.5 s ahead
+    ({'depth_until': 1.0}, ('depth late', 'no depth image')),      # depth stalls
+    ({'info_until': 1.0}, ('camera_info late', 'no camera_info')),  # camera_info stops
+    ({'info_stamp': 0.0}, ('camera_info stamp mismatch',)),         # stamped 0
+    ({'depth_offset': 0.5}, ('depth stamp mismatch',)),             # 0.5 s ahead
 ])
 def test_starvation_cases_keep_the_camera_rate(fault, expected_reason):
     seconds = 5.0
@@ -135,7 +128,7 @@ def test_depth_at_half_the_colour_rate():
 
 
 def test_wait_is_not_pushed_back_by_newer_images():
-    clock = Clock()
+    clock = FakeClock()
     sync = FrameSynchronizer(clock=clock, wait_s=0.1)
     sync.set_publishers(1, 1)
     sync.add_depth('d', 9.95)  # the depth stream is active, then stops
@@ -177,7 +170,7 @@ def test_bag_loop_resets_matching():
 
 
 def test_image_buffer_is_bounded():
-    clock = Clock()
+    clock = FakeClock()
     sync = FrameSynchronizer(clock=clock, image_buffer=4)
     sync.set_publishers(1, 1)
     dropped = sum(sync.add_image(k, 10.0 + k * PERIOD) for k in range(10))

@@ -10,12 +10,10 @@ thread of its own process (launch refuses any other thread).
 import ast
 import os
 from pathlib import Path
-import signal
-import subprocess
 import sys
-import threading
 import time
 
+from helpers_process import ChildProcess
 import pytest
 import yaml
 
@@ -184,40 +182,10 @@ sys.exit(service.run())
 """
 
 
-class _Launch:
-    """A child process running the launch file with ``arguments`` (``name:=value``)."""
-
-    def __init__(self, arguments, domain_id, env=None):
-        full_env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), PYTHONUNBUFFERED='1',
-                        RCUTILS_COLORIZED_OUTPUT='0', **(env or {}))
-        self.proc = subprocess.Popen(
-            [sys.executable, '-c', RUNNER, str(LAUNCH_FILE)] + list(arguments),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env,
-            start_new_session=True)
-        self.lines = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip('\n'))
-
-    def ctrl_c(self):
-        """Send SIGINT to the launch and the processes it started, as Ctrl-C in a terminal."""
-        os.killpg(self.proc.pid, signal.SIGINT)
-
-    def finish(self, timeout):
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(f'launch did not exit within {timeout} s: {self.output()}')
-        finally:
-            self._reader.join(timeout=5.0)
-
-    def output(self):
-        return '\n'.join(self.lines)
+def _launch(arguments, domain_id, env=None):
+    """Run the launch file with ``arguments`` (``name:=value``) as ``ros2 launch`` would."""
+    return ChildProcess([sys.executable, '-c', RUNNER, str(LAUNCH_FILE)] + list(arguments),
+                        domain_id, env=env, new_session=True)
 
 
 def _need_launch():
@@ -253,7 +221,7 @@ def test_launch_for_real_with_replay_under_a_namespace(tmp_path, request):
         allow_random_weights=True, device='cpu', prompts='red box, blue cylinder')
     params.write_text(yaml.safe_dump(data))
     domain = _domain()
-    run = _Launch([f'params_file:={params}', f'replay_dir:={scene}', 'replay_rate_hz:=5.0',
+    run = _launch([f'params_file:={params}', f'replay_dir:={scene}', 'replay_rate_hz:=5.0',
                    'namespace:=robot1'], domain)
     context = Context()
     rclpy.init(context=context, domain_id=domain)
@@ -298,7 +266,7 @@ def test_launch_stops_when_the_node_exits(tmp_path):
     params = tmp_path / 'params.yaml'
     params.write_text(yaml.safe_dump({'/**/zs_perception': {'ros__parameters': {
         'max_objects': 1000}}}))
-    run = _Launch([f'params_file:={params}', f'replay_dir:={scene}'], _domain())
+    run = _launch([f'params_file:={params}', f'replay_dir:={scene}'], _domain())
     run.finish(timeout=60.0)
     out = run.output()
     assert 'max_objects must be an int in [1, 255], got 1000' in out, out
@@ -313,7 +281,7 @@ def test_launch_without_rviz2_fails_before_starting_anything(tmp_path):
     bin_dir = Path(sys.executable).parent
     env = {'PATH': os.pathsep.join(p for p in os.environ['PATH'].split(os.pathsep)
                                    if not (Path(p) / 'rviz2').exists()) or str(bin_dir)}
-    run = _Launch(['rviz:=true'], _domain(), env=env)
+    run = _launch(['rviz:=true'], _domain(), env=env)
     rc = run.finish(timeout=60.0)
     out = run.output()
     assert rc != 0, out

@@ -6,14 +6,13 @@ print and how they exit: one FATAL line and exit 1 for a bad configuration, exit
 ERROR line and no traceback for SIGINT, SIGTERM and a double SIGINT, while frames flow.
 """
 
-import os
 import shutil
 import signal
-import subprocess
 import threading
 import time
 
 from helpers_node import GOAL_QOS
+from helpers_process import ChildProcess
 import numpy as np
 import pytest
 import rclpy
@@ -38,47 +37,6 @@ def _executable(name):
     if path is None:
         pytest.skip(f'{name} is not installed on PATH (make setup; source scripts/env.sh)')
     return path
-
-
-class Process:
-    """A child process whose merged stdout/stderr is collected by a thread."""
-
-    def __init__(self, args, domain_id, env=None):
-        full_env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), PYTHONUNBUFFERED='1',
-                        RCUTILS_COLORIZED_OUTPUT='0', **(env or {}))
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, env=full_env)
-        self.lines = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip('\n'))
-
-    def wait_for_line(self, text, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(text in line for line in self.lines):
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f'no line with {text!r} within {timeout} s: {self.output()}')
-
-    def finish(self, timeout):
-        try:
-            rc = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(f'the process did not exit within {timeout} s: '
-                                 f'{self.output()}')
-        self._reader.join(timeout=5.0)
-        return rc
-
-    def output(self):
-        return '\n'.join(self.lines)
 
 
 def _domain():
@@ -115,7 +73,7 @@ def test_start_up_errors_are_one_line_and_exit_non_zero(case, bad_params):
     args, expected = START_UP_ERRORS[case]
     if isinstance(args, str):
         args = ['--params-file', bad_params(args)]
-    process = Process([_executable(NODE), '--ros-args'] + args, _domain())
+    process = ChildProcess([_executable(NODE), '--ros-args'] + args, _domain())
     rc = process.finish(timeout=120.0)
     out = process.output()
     assert rc == 1, out
@@ -127,9 +85,10 @@ def test_start_up_errors_are_one_line_and_exit_non_zero(case, bad_params):
 
 def test_offline_default_model_fails_fast_saying_why(tmp_path):
     # An empty Hugging Face cache and a hub address that refuses connections.
-    process = Process([_executable(NODE), '--ros-args', '-p', 'device:=cpu'], _domain(),
-                      env={'HF_HOME': str(tmp_path / 'hf'), 'HF_ENDPOINT': 'http://127.0.0.1:9',
-                           'HF_HUB_OFFLINE': '0'})
+    env = {'HF_HOME': str(tmp_path / 'hf'), 'HF_ENDPOINT': 'http://127.0.0.1:9',
+           'HF_HUB_OFFLINE': '0'}
+    process = ChildProcess([_executable(NODE), '--ros-args', '-p', 'device:=cpu'], _domain(),
+                           env=env)
     start = time.monotonic()
     rc = process.finish(timeout=120.0)
     elapsed = time.monotonic() - start
@@ -199,9 +158,9 @@ class Camera:
                          ids=['SIGINT', 'SIGTERM', 'double SIGINT'])
 def test_node_stops_cleanly_while_frames_flow(signals, tiny_models):
     domain = _domain()
-    process = Process([_executable(NODE), '--ros-args', '-p', 'device:=cpu',
-                       '-p', f'clipseg_model:={tiny_models / "clipseg"}',
-                       '-p', 'allow_random_weights:=true', '-p', 'threshold:=0'], domain)
+    process = ChildProcess([_executable(NODE), '--ros-args', '-p', 'device:=cpu',
+                            '-p', f'clipseg_model:={tiny_models / "clipseg"}',
+                            '-p', 'allow_random_weights:=true', '-p', 'threshold:=0'], domain)
     camera = None
     try:
         process.wait_for_line('zs_perception ready', timeout=120.0)
@@ -235,8 +194,8 @@ def test_replay_stops_cleanly(signals, tmp_path):
     from zs_perception.tools.make_demo_scene import make_demo_scene
 
     scene = make_demo_scene(tmp_path / 'scene', frames=2, width=160, height=120)
-    process = Process([_executable(REPLAY), '--ros-args', '-p', f'directory:={scene}',
-                       '-p', 'rate_hz:=30.0'], _domain())
+    process = ChildProcess([_executable(REPLAY), '--ros-args', '-p', f'directory:={scene}',
+                            '-p', 'rate_hz:=30.0'], _domain())
     process.wait_for_line('Replaying 2 frames', timeout=60.0)
     time.sleep(0.5)
     start = time.monotonic()

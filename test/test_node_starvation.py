@@ -33,8 +33,11 @@ def _shift(stamp, seconds):
 
 
 def play(graph, scene, depth_for, info_for, seconds=SECONDS):
-    """Publish images at 30 Hz; ``depth_for(k, stamp)`` / ``info_for`` give the stamp of the
-    depth / camera info to send with frame ``k`` (or None: none). Returns the headers."""
+    """Publish images at 30 Hz for ``seconds``; return their headers.
+
+    ``depth_for(k, stamp)`` / ``info_for(k, stamp)`` give the stamp of the depth / camera
+    info to send with frame ``k``, or None to send none.
+    """
     info = CameraInfo(width=160, height=120, k=scene['intrinsics'].k.ravel().tolist())
     depth = array_to_image(scene['depth_m'].astype(np.float32), '32FC1', None)
     image = array_to_image(scene['rgb'], 'rgb8', None)

@@ -95,14 +95,14 @@ def stamp_problem(stamp_s: float, now_s: float) -> Optional[str]:
         return ('the image stamp is 0: set header.stamp to the capture time in the camera '
                 'driver; latencies of these frames are left out of the statistics')
     if stamp_s > now_s + FUTURE_STAMP_S:
-        return (f'the image stamp is {stamp_s - now_s:.3f} s ahead of this node\'s clock: '
+        return (f"the image stamp is {stamp_s - now_s:.3f} s ahead of this node's clock: "
                 'check the camera clock (or use_sim_time with bags); latencies of these '
                 'frames are left out of the statistics')
     return None
 
 
 def millimetres_as_metres(depth_m: np.ndarray, encoding: str, max_depth_m: float) -> bool:
-    """True when float depth (meant in metres) holds millimetres (e.g. median 800-2000)."""
+    """Tell whether float depth (meant in metres) holds millimetres (median 800-2000, say)."""
     if encoding not in _DEPTH_FLOAT_ENCODINGS:
         return False
     valid = depth_m[np.isfinite(depth_m) & (depth_m > 0)]

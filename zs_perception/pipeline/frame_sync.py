@@ -149,7 +149,7 @@ class _Stream:
         if newest is not None and self.buffer[-1].ahead_s:
             return Miss(f'{label} stamp mismatch',
                         f'the {label} is stamped {self.buffer[-1].ahead_s:.3f} s ahead of '
-                        'this node\'s clock when it arrives', 'mismatch'), False
+                        "this node's clock when it arrives", 'mismatch'), False
         if newest is not None:
             nearest = min(self.buffer, key=lambda e: abs(e.stamp_s - image.stamp_s))
             offset = nearest.stamp_s - image.stamp_s
@@ -288,8 +288,8 @@ class FrameSynchronizer:
                 found[stream.name] = (None, miss)
             if waiting:
                 deadline = image.arrival_s + self.wait_s
-                next_deadline = deadline if next_deadline is None else min(next_deadline,
-                                                                          deadline)
+                if next_deadline is None or deadline < next_deadline:
+                    next_deadline = deadline
                 continue
             for _ in range(index + 1):  # this image and the older ones
                 self._images.popleft()

@@ -153,7 +153,6 @@ class PerceptionNode(Node):
         self._running = True
         self._worker = threading.Thread(target=self._work, name='zs_perception_worker',
                                         daemon=True)
-        self._worker.start()
         topics = ', '.join(s.topic_name for s in (self._image_sub, self._depth_sub,
                                                   self._info_sub, self._goal_sub))
         self.get_logger().info(
@@ -161,15 +160,16 @@ class PerceptionNode(Node):
             f'{self._settings["prompts"]!r}, subscribing to {topics}; publishing on '
             f'{self._objects_pub.topic_name} and the other outputs under '
             f'{self.get_fully_qualified_name()}/.')
+        self._worker.start()
 
     @property
     def counters(self) -> Dict[str, int]:
-        """The node's counters (frames received, processed, dropped, faults by kind)."""
+        """Return the counts of frames received, processed, dropped and of faults by kind."""
         return self.health.counters
 
     @property
     def recent_warnings(self):
-        """The texts of the last 20 faults reported, oldest first."""
+        """Return the texts of the last 20 faults reported, oldest first."""
         return self.health.recent
 
     @property

@@ -40,7 +40,7 @@ def hub_models(settings: Mapping[str, Any]) -> Dict[str, str]:
 
 
 def is_cached(model_id: str) -> bool:
-    """True if the Hugging Face cache holds ``model_id``'s ``config.json``."""
+    """Tell whether the Hugging Face cache holds ``model_id``'s ``config.json``."""
     from huggingface_hub import try_to_load_from_cache
     return isinstance(try_to_load_from_cache(model_id, 'config.json'), str)
 

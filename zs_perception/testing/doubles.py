@@ -1,4 +1,4 @@
-"""Segmenter test doubles for the node's tests and benchmarks (no ROS, no model).
+"""Test doubles for the node's tests and benchmarks: segmenters, a clock (no ROS, no model).
 
 Only tests and benchmarks use these: they stand in for a real backend where what is
 measured or checked is the node around it.
@@ -10,6 +10,16 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from zs_perception.segmentation.base import Instance, PromptReport, SegmentationResult, Segmenter
+
+
+class FakeClock:
+    """A clock that stands still until the test moves it: ``clock.t`` seconds."""
+
+    def __init__(self, t: float = 0.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
 
 
 class FixedMaskSegmenter(Segmenter):
