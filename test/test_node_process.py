@@ -11,7 +11,6 @@ import signal
 import threading
 import time
 
-from helpers_node import GOAL_QOS
 from helpers_process import ChildProcess
 import numpy as np
 import pytest
@@ -24,6 +23,7 @@ from std_msgs.msg import Header, String
 
 from zs_perception.msg import SegmentedObjectArray
 from zs_perception.ros.conversions import array_to_image
+from zs_perception.ros.qos import GOAL_QOS
 from zs_perception.testing.scene import render_scene
 
 NODE = 'zs_perception_node'
