@@ -206,3 +206,13 @@ def test_replay_stops_cleanly(signals, tmp_path):
     out = process.output()
     assert rc == 0 and 'Traceback' not in out and 'ERROR' not in out, out
     assert time.monotonic() - start < STOP_LIMIT_S, out
+
+
+def test_replay_start_up_error_is_one_line():
+    process = ChildProcess([_executable(REPLAY), '--ros-args', '-p', 'directory:=/no/such/dir'],
+                           _domain())
+    rc = process.finish(timeout=60.0)
+    out = process.output()
+    assert rc == 1 and 'Traceback' not in out, out
+    (line,) = [line for line in process.lines if line.strip()]
+    assert 'FATAL' in line and '/no/such/dir' in line, out
