@@ -32,11 +32,12 @@ def _shift(stamp, seconds):
     return out
 
 
-def play(graph, scene, depth_for, info_for, seconds=SECONDS):
+def play(graph, scene, depth_for, info_for, seconds=SECONDS, stamps=None):
     """Publish images at 30 Hz for ``seconds``; return their headers.
 
     ``depth_for(k, stamp)`` / ``info_for(k, stamp)`` give the stamp of the depth / camera
-    info to send with frame ``k``, or None to send none.
+    info to send with frame ``k``, or None to send none; ``stamps(k)``: the image stamps
+    (default: the clock).
     """
     info = CameraInfo(width=160, height=120, k=scene['intrinsics'].k.ravel().tolist())
     depth = array_to_image(scene['depth_m'].astype(np.float32), '32FC1', None)
@@ -45,7 +46,8 @@ def play(graph, scene, depth_for, info_for, seconds=SECONDS):
     start = time.monotonic()
     for k in range(int(seconds * RATE_HZ)):
         time.sleep(max(0.0, start + k / RATE_HZ - time.monotonic()))
-        header = Header(stamp=graph.now(), frame_id='camera_color_optical_frame')
+        header = Header(stamp=graph.now() if stamps is None else stamps(k),
+                        frame_id='camera_color_optical_frame')
         for msg, pub, stamp_of in ((info, graph.info_pub, info_for),
                                    (depth, graph.depth_pub, depth_for)):
             stamp = stamp_of(k, header.stamp)
@@ -107,5 +109,22 @@ def test_depth_at_half_the_image_rate_gives_poses(scene):
                      if m.objects and m.objects[0].has_pose]
         # Every depth image (one per two colour images) gives a frame with poses.
         assert len(with_pose) >= 0.8 * len(sent) / 2, (len(with_pose), graph.node.counters)
+    finally:
+        graph.close()
+
+
+def test_bag_loop_with_stamps_jumping_back(scene):
+    graph = Graph(FixedMaskSegmenter(scene['masks']), {'backend': 'clipseg', 'prompts': 'box'})
+    try:
+        start = graph.now()
+        for _ in range(2):  # the same second of stamps, played twice
+            sent = play(graph, scene, lambda k, s: s, lambda k, s: s, seconds=1.0,
+                        stamps=lambda k: _shift(start, k / RATE_HZ))
+        assert graph.node.counters['time_jumps'] == 1
+        # After the jump, frames match their depth again: poses come back at once.
+        last = graph.wait_for_stamp('objects', sent[-1]).objects[0]
+        assert last.has_pose and last.pose_status == 'ok'
+        second_run = [m for _, m in graph.received['objects'][-20:]]
+        assert sum(m.objects[0].has_pose for m in second_run) >= 18
     finally:
         graph.close()
