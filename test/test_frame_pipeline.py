@@ -86,7 +86,7 @@ def test_sync_misses_give_reasons_and_faults(scene, miss, counter):
 
 def test_rgb_only_camera_is_not_a_fault(scene):
     pipeline, health, settings, logged, _ = make(scene)
-    miss = Miss('no depth image', 'no depth received and no publisher of it', 'absent')
+    miss = Miss('no depth image', 'no depth received and no publisher of it', 'none')
     result = pipeline.process(frame(scene, depth=None, depth_miss=miss), settings, NOW,
                               goal='box')
     assert result.geometries[0].status == 'no depth image'

@@ -111,7 +111,7 @@ def test_no_publisher_no_wait():
     assert len(frames) == 30
     assert all(at - f.arrival_s <= 0.0005 for at, f in frames)
     assert all(f.info_miss.reason == 'no camera_info' for _, f in frames)
-    assert all(f.depth_miss.reason == 'no depth image' and f.depth_miss.kind == 'absent'
+    assert all(f.depth_miss.reason == 'no depth image' and f.depth_miss.kind == 'none'
                for _, f in frames)
 
 

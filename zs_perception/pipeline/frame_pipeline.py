@@ -283,7 +283,7 @@ class FramePipeline:
             if miss is None:
                 continue
             reason = reason or miss.reason
-            if miss.kind == 'absent' and 'no publisher' in miss.detail:
+            if miss.kind == 'none':
                 continue  # an RGB-only camera: objects without poses, nothing to fix
             hint = {'late': ' Check that it is published at the image rate.',
                     'mismatch': f' Check that the {what} is stamped like the image (same '

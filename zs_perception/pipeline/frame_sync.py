@@ -50,8 +50,10 @@ class Miss:
         reason: short, for ``SegmentedObject.pose_status``: ``'no depth image'``,
             ``'depth late'``, ``'depth stamp mismatch'`` (or the same with ``camera_info``).
         detail: one sentence for the log and the diagnostics, with the figures.
-        kind: ``'absent'`` (the stream is silent or never published), ``'late'`` (the
-            wait ran out) or ``'mismatch'`` (the stream runs, its stamps do not match).
+        kind: ``'none'`` (no publisher and nothing received: an RGB-only camera),
+            ``'absent'`` (the stream is silent: stalled, stopped or never published),
+            ``'late'`` (the wait ran out) or ``'mismatch'`` (the stream runs, its stamps do
+            not match).
 
     """
 
@@ -138,8 +140,7 @@ class _Stream:
         absent = 'no depth image' if self.name == DEPTH else 'no camera_info'
         silent = self.silent_for(now, started_s)
         if self.last_arrival_s is None and self.publishers == 0:
-            return Miss(absent, f'no {label} received and no publisher of it',
-                        'absent'), False
+            return Miss(absent, f'no {label} received and no publisher of it', 'none'), False
         if silent >= timeout_s:
             what = ('never published' if self.last_arrival_s is None
                     else f'silent for {silent:.1f} s')
