@@ -13,7 +13,7 @@ REFUSED = 'http://127.0.0.1:9'  # nothing listens on the discard port here
 
 @pytest.fixture
 def online(monkeypatch, tmp_path):
-    """An empty Hugging Face cache; offline mode off; restored afterwards."""
+    """Give the test an empty Hugging Face cache with offline mode off (restored after)."""
     from huggingface_hub import constants
     monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', False)
     monkeypatch.setattr(constants, 'HF_HUB_CACHE', str(tmp_path / 'hub'))
