@@ -121,9 +121,11 @@ def test_bad_depth_and_camera_info(scene):
 def test_float_depth_in_millimetres_is_warned_and_used_as_millimetres(scene):
     pipeline, health, settings, logged, _ = make(scene)
     depth_mm = scene['depth_m'] * 1000.0
-    assert millimetres_as_metres(depth_mm, '32FC1', 10.0)
-    assert not millimetres_as_metres(scene['depth_m'], '32FC1', 10.0)
-    assert not millimetres_as_metres(depth_mm, '16UC1', 10.0)  # converted already
+    assert millimetres_as_metres(depth_mm, '32FC1', 0.1, 10.0)
+    assert not millimetres_as_metres(scene['depth_m'], '32FC1', 0.1, 10.0)
+    assert not millimetres_as_metres(depth_mm, '16UC1', 0.1, 10.0)  # converted already
+    # A far outdoor scene in metres (median 25 m) is not millimetres.
+    assert not millimetres_as_metres(np.full((4, 4), 25.0, np.float32), '32FC1', 0.1, 10.0)
     result = pipeline.process(frame(scene, depth=depth_mm), settings, NOW, goal='box')
     truth, _ = scene['poses']['box']
     assert result.geometries[0].has_pose

@@ -101,15 +101,21 @@ def stamp_problem(stamp_s: float, now_s: float) -> Optional[str]:
     return None
 
 
-def millimetres_as_metres(depth_m: np.ndarray, encoding: str, max_depth_m: float) -> bool:
-    """Tell whether float depth (meant in metres) holds millimetres (median 800-2000, say)."""
+def millimetres_as_metres(depth_m: np.ndarray, encoding: str, min_depth_m: float,
+                          max_depth_m: float) -> bool:
+    """Tell whether float depth (meant in metres) holds millimetres (median 800-2000, say).
+
+    True when the median valid reading is beyond both :data:`MM_AS_METRES_MEDIAN_M` and
+    ``max_depth_m`` while a thousandth of it is within ``[min_depth_m, max_depth_m]``.
+    """
     if encoding not in _DEPTH_FLOAT_ENCODINGS:
         return False
     valid = depth_m[np.isfinite(depth_m) & (depth_m > 0)]
     if valid.size == 0:
         return False
     median = float(np.median(valid))
-    return median > max(MM_AS_METRES_MEDIAN_M, max_depth_m) and median / 1000.0 <= max_depth_m
+    return (median > max(MM_AS_METRES_MEDIAN_M, max_depth_m)
+            and min_depth_m <= median / 1000.0 <= max_depth_m)
 
 
 class FramePipeline:
@@ -246,6 +252,7 @@ class FramePipeline:
                 reason = 'bad depth image'
                 self.warn('bad_depth', f'Ignored a depth image: {sentence(err)}', 'bad_depth')
         if reason is None and millimetres_as_metres(depth_m, frame.depth_encoding,
+                                                    settings['min_depth_m'],
                                                     settings['max_depth_m']):
             self.warn('depth_units', f'The {frame.depth_encoding} depth image holds values '
                       f'like {np.nanmedian(depth_m):.0f}, which look like millimetres, but '
@@ -285,7 +292,8 @@ class FramePipeline:
             reason = reason or miss.reason
             if miss.kind == 'none':
                 continue  # an RGB-only camera: objects without poses, nothing to fix
-            hint = {'late': ' Check that it is published at the image rate.',
+            hint = {'late': ' Check that it is published with every image; if it comes '
+                            'later than the image, raise sync_wait_s.',
                     'mismatch': f' Check that the {what} is stamped like the image (same '
                                 'capture time) or raise sync_tolerance_s.',
                     'absent': ' Check the camera driver and the topic remapping.'}[miss.kind]
