@@ -59,8 +59,7 @@ _LATCHED_GOAL_WINDOW_S = 2.0
 _LATCHED_READER_S = 1.0
 # The longest wait for the worker thread when stopping (s); then publishing is closed anyway.
 _STOP_JOIN_S = 3.0
-# Parameters rclpy declares itself or reads from overrides on its own.
-_RCLPY_PARAMETERS = ('use_sim_time', 'start_type_description_service')
+# Start-up values rclpy reads on its own without declaring them.
 _RCLPY_PREFIXES = ('qos_overrides.',)
 _DIAGNOSTIC_LEVELS = {OK: DiagnosticStatus.OK, ERROR: DiagnosticStatus.ERROR}
 
@@ -212,9 +211,8 @@ class PerceptionNode(Node):
             except ParameterException as err:
                 raise ValueError(f'Invalid parameter {spec.name}: {err}; expected '
                                  f'{spec.allowed()}.') from None
-        declared = set(self._parameters)
-        unknown = sorted(name for name in overrides if name not in declared
-                         and name not in _RCLPY_PARAMETERS
+        # Declared ones include rclpy's own (use_sim_time...); qos_overrides.* rclpy reads.
+        unknown = sorted(name for name in overrides if not self.has_parameter(name)
                          and not name.startswith(_RCLPY_PREFIXES))
         if unknown:
             hints = []
