@@ -87,10 +87,16 @@ def test_sync_misses_give_reasons_and_faults(scene, miss, counter):
 def test_rgb_only_camera_is_not_a_fault(scene):
     pipeline, health, settings, logged, _ = make(scene)
     miss = Miss('no depth image', 'no depth received and no publisher of it', 'none')
-    result = pipeline.process(frame(scene, depth=None, depth_miss=miss), settings, NOW,
-                              goal='box')
+    no_info = Miss('no camera_info', 'no camera_info received and no publisher of it', 'none')
+    result = pipeline.process(frame(scene, depth=None, info=None, depth_miss=miss,
+                                    info_miss=no_info), settings, NOW, goal='box')
     assert result.geometries[0].status == 'no depth image'
     assert health.current() == [] and not logged
+    # Depth without any camera_info publisher is a misconfiguration: named.
+    result = pipeline.process(frame(scene, info=None, info_miss=no_info), settings, NOW)
+    assert result.geometries[0].status == 'no camera_info'
+    assert [f.key for f in health.current()] == ['no_camera_info_match']
+    assert 'remapping' in logged[-1]
 
 
 def test_camera_info_miss(scene):

@@ -74,6 +74,8 @@ CASES = {
     # the peer has a camera_info publisher that never publishes
     'camera_info publisher silent': (lambda k, s: s, lambda k, s: None,
                                      {'camera_info late', 'no camera_info'}),
+    # no camera_info publisher at all (destroyed below)
+    'camera_info absent': (lambda k, s: s, lambda k, s: None, {'no camera_info'}),
 }
 
 
@@ -82,6 +84,8 @@ def test_output_keeps_the_camera_rate(scene, case):
     depth_for, info_for, reasons = CASES[case]
     graph = Graph(FixedMaskSegmenter(scene['masks']), {'backend': 'clipseg', 'prompts': 'box'})
     try:
+        if case == 'camera_info absent':
+            graph.peer.destroy_publisher(graph.info_pub)
         sent = play(graph, scene, depth_for, info_for)
         stamps = {(h.stamp.sec, h.stamp.nanosec) for h in sent}
         answered = [msg for _, msg in graph.received['objects']

@@ -285,18 +285,22 @@ class FramePipeline:
     def _sync_reason(self, frame: FrameInput, settings: Mapping[str, Any]) -> Optional[str]:
         """Report the synchroniser's misses; return the pose status they imply, or ``None``."""
         reason = None
+        # Neither depth nor camera info is published: an RGB-only camera, nothing to fix.
+        rgb_only = all(m is not None and m.kind == 'none'
+                       for m in (frame.depth_miss, frame.info_miss))
         for miss, key, what in ((frame.depth_miss, 'no_depth_match', 'depth image'),
                                 (frame.info_miss, 'no_camera_info_match', 'camera_info')):
             if miss is None:
                 continue
             reason = reason or miss.reason
-            if miss.kind == 'none':
-                continue  # an RGB-only camera: objects without poses, nothing to fix
+            if rgb_only:
+                continue
             hint = {'late': ' Check that it is published with every image; if it comes '
                             'later than the image, raise sync_wait_s.',
                     'mismatch': f' Check that the {what} is stamped like the image (same '
                                 'capture time) or raise sync_tolerance_s.',
-                    'absent': ' Check the camera driver and the topic remapping.'}[miss.kind]
+                    'absent': ' Check the camera driver and the topic remapping.',
+                    'none': ' Check the camera driver and the topic remapping.'}[miss.kind]
             self.warn(key, f'Publishing without poses: {miss.detail}.{hint}', key)
         if reason is None and (frame.depth is None or frame.intrinsics is None):
             reason = 'no depth image' if frame.depth is None else 'no camera_info'
