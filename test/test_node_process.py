@@ -216,3 +216,18 @@ def test_replay_start_up_error_is_one_line():
     assert rc == 1 and 'Traceback' not in out, out
     (line,) = [line for line in process.lines if line.strip()]
     assert 'FATAL' in line and '/no/such/dir' in line, out
+
+
+@pytest.mark.parametrize('delay_s', [0.3, 1.5, 4.0])
+def test_signal_while_starting_exits_quietly(delay_s, tiny_models):
+    # Early enough to hit the imports, the model loading or the first spins.
+    process = ChildProcess([_executable(NODE), '--ros-args', '-p', 'device:=cpu',
+                            '-p', f'clipseg_model:={tiny_models / "clipseg"}',
+                            '-p', 'allow_random_weights:=true'], _domain())
+    time.sleep(delay_s)
+    process.proc.send_signal(signal.SIGINT)
+    rc = process.finish(timeout=30.0)
+    out = process.output()
+    assert rc == 0, out
+    assert 'Traceback' not in out and 'KeyboardInterrupt' not in out, out
+    assert not [line for line in process.lines if 'ERROR' in line], out
