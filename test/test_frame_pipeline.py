@@ -156,6 +156,7 @@ def test_zero_and_future_stamps_are_kept_out_of_latency(scene, stamp):
     assert not result.stamp_ok and 'arrival' not in result.timings
     assert health.counters['bad_stamp'] == 1 and 'statistics' in logged[-1]
     assert stamp_problem(NOW - 0.1, NOW) is None
+    assert stamp_problem(NOW, 0.0) is None  # a clock with no time yet (sim time)
 
 
 def test_stamps_reset_restarts_tracks(scene):

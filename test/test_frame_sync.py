@@ -180,3 +180,19 @@ def test_image_buffer_is_bounded():
 def test_rejects_bad_sizes():
     with pytest.raises(ValueError, match='image_buffer'):
         FrameSynchronizer(image_buffer=0)
+
+
+def test_stamps_ahead_of_the_clock_are_never_matched_unless_the_clock_has_no_time():
+    clock, stamp_clock = FakeClock(), FakeClock(100.0)
+    sync = FrameSynchronizer(clock=clock, stamp_clock=stamp_clock)
+    sync.set_publishers(1, 1)
+    sync.add_depth('ahead', 100.5)
+    sync.add_info('info', 100.5)
+    sync.add_image('image', 100.5)
+    frame, _ = sync.poll()
+    assert frame.depth is None and 'ahead of this node' in frame.depth_miss.detail
+    stamp_clock.t = 0.0  # use_sim_time before the first /clock message
+    sync.add_depth('depth', 101.0)
+    sync.add_info('info', 101.0)
+    sync.add_image('image', 101.0)
+    assert sync.poll()[0].depth == 'depth'

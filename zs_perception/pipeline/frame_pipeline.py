@@ -94,7 +94,7 @@ def stamp_problem(stamp_s: float, now_s: float) -> Optional[str]:
     if stamp_s == 0.0:
         return ('the image stamp is 0: set header.stamp to the capture time in the camera '
                 'driver; latencies of these frames are left out of the statistics')
-    if stamp_s > now_s + FUTURE_STAMP_S:
+    if now_s > 0.0 and stamp_s > now_s + FUTURE_STAMP_S:  # a clock at 0 has no time yet
         return (f"the image stamp is {stamp_s - now_s:.3f} s ahead of this node's clock: "
                 'check the camera clock (or use_sim_time with bags); latencies of these '
                 'frames are left out of the statistics')

@@ -241,7 +241,9 @@ class FrameSynchronizer:
         self._info.add(self._entry(msg, stamp_s))
 
     def _entry(self, msg: Any, stamp_s: float) -> _Entry:
-        ahead = stamp_s - self.stamp_clock() if self.stamp_clock is not None else 0.0
+        now = self.stamp_clock() if self.stamp_clock is not None else 0.0
+        # A clock at 0 has no time yet (use_sim_time before the first /clock): no check.
+        ahead = stamp_s - now if now > 0.0 else 0.0
         return _Entry(msg, stamp_s, self.clock(), ahead if ahead > FUTURE_STAMP_S else 0.0)
 
     def set_publishers(self, depth: int, info: int) -> None:
