@@ -98,7 +98,7 @@ def test_offline_default_model_fails_fast_saying_why(tmp_path):
     assert "clipseg_model='CIDAS/clipseg-rd64-refined' is not in the Hugging Face cache" in fatal
     assert 'cannot be reached at 127.0.0.1:9' in fatal
     # No hub retries: well under the half minute they take (generous for a loaded machine).
-    assert elapsed < 25.0, (elapsed, out)
+    assert elapsed < 15.0, (elapsed, out)  # before torch is imported: seconds, not 26+
 
 
 class Camera:

@@ -97,9 +97,10 @@ class PerceptionNode(Node):
 
         engine_settings: Dict[str, Any] = {}
         if segmenter is None:
-            from zs_perception.segmentation.factory import create_segmenter
+            # The hub check first: it is fast, the imports of the engine (torch) are not.
             from zs_perception.segmentation.hub import check_hub_models
             check_hub_models(self._settings)
+            from zs_perception.segmentation.factory import create_segmenter
             segmenter = create_segmenter(self._settings['backend'],
                                          **config.engine_settings(self._settings))
             engine_settings = {name: self._settings[name]

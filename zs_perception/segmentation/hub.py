@@ -1,10 +1,14 @@
-"""Fail fast when a model must come from the Hugging Face hub and the hub is unreachable.
+"""Where models come from: hub ids or local paths, how to fetch them, whether the hub answers.
 
 Loading a hub id that is not in the local cache makes ``huggingface_hub`` retry the
 network for half a minute before it gives up. :func:`check_hub_models` looks at the cache
 and, only when something is missing there, tries the hub's address once (one TCP connect);
 when that fails it sets offline mode (``HF_HUB_OFFLINE``) and raises at once, saying which
 model is missing from which cache and that the hub cannot be reached.
+
+This module imports neither torch nor transformers, so the node runs the check before the
+seconds those imports take; :mod:`zs_perception.segmentation.loading` uses its
+:func:`looks_like_path` and :func:`fetch_hint` too.
 """
 
 import os
@@ -13,10 +17,22 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 from urllib.parse import urlparse
 
 from zs_perception.segmentation.base import ModelLoadError
-from zs_perception.segmentation.loading import _fetch_hint, _looks_like_path
-from zs_perception.segmentation.loading import DEFAULT_CLIPSEG_MODEL
 
 DEFAULT_ENDPOINT = 'https://huggingface.co'
+
+
+def looks_like_path(name: str) -> bool:
+    """Tell whether a model setting means a local path: hub ids are ``'owner/name'``."""
+    return name.startswith(('/', '.', '~')) or name.count('/') != 1
+
+
+def fetch_hint(model_id: str, setting: str) -> str:
+    """Say how to get ``model_id`` onto this machine and point ``setting`` at it."""
+    return (
+        f'On a machine with internet run `huggingface-cli download {model_id}` (or '
+        f'`hf download {model_id}`) and copy its Hugging Face cache (~/.cache/huggingface/hub/'
+        f'models--{model_id.replace("/", "--")}) here, or run `huggingface-cli download '
+        f'{model_id} --local-dir DIR`, copy DIR here and set {setting} to DIR.')
 
 
 def hub_models(settings: Mapping[str, Any]) -> Dict[str, str]:
@@ -24,19 +40,28 @@ def hub_models(settings: Mapping[str, Any]) -> Dict[str, str]:
 
     Local directories and paths are left out; empty settings give the backend's default id.
     """
+    # The defaults for empty settings live with their loaders (importing torch); the
+    # parameters' own defaults are hub ids already, so that is the rare case.
     backend = settings['backend']
     if backend in ('clipseg', 'clipseg_sam'):
-        wanted = {'clipseg_model': settings['clipseg_model'] or DEFAULT_CLIPSEG_MODEL}
+        setting = 'clipseg_model'
+        name = settings[setting].strip()
+        if not name:
+            from zs_perception.segmentation.loading import DEFAULT_CLIPSEG_MODEL as name
     elif backend == 'grounded_sam':
-        from zs_perception.segmentation.detectors import DEFAULT_DETECTOR_MODELS
-        wanted = {'detector_model': (settings['detector_model']
-                                     or DEFAULT_DETECTOR_MODELS[settings['detector']])}
+        setting = 'detector_model'
+        name = settings[setting].strip()
+        if not name:
+            from zs_perception.segmentation.detectors import DEFAULT_DETECTOR_MODELS
+            name = DEFAULT_DETECTOR_MODELS[settings['detector']]
     else:
-        from zs_perception.segmentation.clip_dense import DEFAULT_CLIP_MODEL
-        wanted = {'clip_model': settings['clip_model'] or DEFAULT_CLIP_MODEL}
-    return {setting: name.strip() for setting, name in wanted.items()
-            if not os.path.isdir(os.path.expanduser(name.strip()))
-            and not _looks_like_path(name.strip())}
+        setting = 'clip_model'
+        name = settings[setting].strip()
+        if not name:
+            from zs_perception.segmentation.clip_dense import DEFAULT_CLIP_MODEL as name
+    if os.path.isdir(os.path.expanduser(name)) or looks_like_path(name):
+        return {}
+    return {setting: name}
 
 
 def is_cached(model_id: str) -> bool:
@@ -83,4 +108,4 @@ def check_hub_models(settings: Mapping[str, Any], timeout_s: float = 2.0) -> Opt
     setting, model_id = next(iter(missing.items()))
     raise ModelLoadError(
         f'{setting}={model_id!r} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) '
-        f'and the hub cannot be reached at {where}. ' + _fetch_hint(model_id, setting))
+        f'and the hub cannot be reached at {where}. ' + fetch_hint(model_id, setting))
