@@ -34,7 +34,7 @@ def test_install_has_executables_launch_and_config():
         assert os.access(path, os.X_OK), f'{path} is not executable'
     assert (share / 'launch' / 'zs_perception.launch.py').is_file()
     params = yaml.safe_load((share / 'config' / 'zs_perception.yaml').read_text())
-    assert 'ros__parameters' in params['zs_perception']
+    assert 'ros__parameters' in params['/**/zs_perception']  # any namespace
     assert (share / 'config' / 'zs_perception.rviz').is_file()
     assert (share / 'package.xml').is_file()
 

@@ -150,6 +150,13 @@ PARAMETERS = (
         'info matched with it.',
         value_range=(0.0, 1.0), live=True),
     ParameterSpec(
+        'sync_wait_s', 0.1, float,
+        'Longest wait (s), counted from the arrival of each image, for its depth image and '
+        'camera info; after it the image is processed and its objects are published without '
+        'poses (no wait at all when the match cannot come: stamps ahead or far behind, or '
+        'the stream silent).',
+        value_range=(0.0, 1.0), live=True),
+    ParameterSpec(
         'reliability', 'best_effort', str,
         'QoS reliability of the camera subscriptions (sensor-data QoS, keep last 5 '
         'otherwise); use reliable for bags or publishers that only offer reliable.',

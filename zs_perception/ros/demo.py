@@ -33,7 +33,6 @@ import rclpy
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
@@ -41,6 +40,7 @@ from zs_perception import config
 from zs_perception.msg import SegmentedObjectArray
 from zs_perception.ros.conversions import image_to_rgb
 from zs_perception.ros.node import PerceptionNode
+from zs_perception.ros.qos import GOAL_QOS
 from zs_perception.ros.replay import ReplayPublisher
 from zs_perception.segmentation.base import ModelLoadError
 from zs_perception.segmentation.loading import SAM_CHECKPOINT_URLS
@@ -53,9 +53,6 @@ EXIT_INCOMPLETE = 1
 RANDOM_WARNING = ('RANDOM WEIGHTS: the models were generated with random weights '
                   '(--random-weights), so the masks, labels and poses are MEANINGLESS. This run '
                   'shows the ROS plumbing only; use real weights for real results.')
-GOAL_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                      reliability=ReliabilityPolicy.RELIABLE,
-                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 def fetch_instructions(sam_model_type: str = 'vit_b') -> str:

@@ -9,12 +9,9 @@ in :mod:`zs_perception.replay_directory` and docs/replay.md.
 Run it with ``ros2 run zs_perception zs_perception_replay --ros-args -p directory:=DIR``.
 """
 
-import sys
 from typing import Dict, Optional, Tuple
 
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
@@ -24,6 +21,7 @@ from zs_perception.geometry import CameraIntrinsics
 from zs_perception.geometry.depth import DEPTH_ENCODINGS as _DEPTH_ENCODINGS
 from zs_perception.replay_directory import depth_to_millimetres, ReplayDirectory
 from zs_perception.ros.conversions import array_to_image
+from zs_perception.ros.process import run_node
 
 DEFAULT_FRAME_ID = 'camera_color_optical_frame'
 # The depth encodings published (mono16 is only an alias of 16UC1 some drivers use).
@@ -182,20 +180,6 @@ def _camera_info(intrinsics: CameraIntrinsics) -> CameraInfo:
 
 
 def main(args=None) -> int:
-    """Run the replay publisher until it finishes or is interrupted; return the exit status."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = ReplayPublisher()
-        while rclpy.ok() and not node.finished:
-            rclpy.spin_once(node, timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (FileNotFoundError, ValueError) as exc:
-        print(f'zs_replay: {exc}', file=sys.stderr)
-        return 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    """Run the replay publisher until it finishes or a signal stops it; return the exit status."""
+    return run_node(ReplayPublisher, 'zs_replay', fatal=(FileNotFoundError, ValueError),
+                    done=lambda node: node.finished, args=args)
