@@ -84,6 +84,7 @@ def main():
                         ok = within(fault, scene, pe, ae, ea, te)
                         row.update(pos_mm=pe * 1e3, axis_deg=ae,
                                    ext_mm=(ea * 1e3).round(1).tolist(),
+                                   ext_signed=((geo.extents - te) * 1e3).round(1).tolist(),
                                    ext_rel=float(np.max(ea / te)),
                                    true=(te * 1e3).round(0).tolist(),
                                    dist=float(np.linalg.norm(scene.pose_in_camera(0)[0])),

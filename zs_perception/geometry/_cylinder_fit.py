@@ -32,7 +32,7 @@ def fit_cylinder(local, x_lo, x_hi):
     Returns:
         ``(8,)``: the axis' ``y, z`` at ``x = 0``, its tilt ``dy/dx, dz/dx``, the radius and
         rms residual in metres, the angle in radians the fitted points span around the
-        axis, and the median distance (m) of all side points to the fitted surface; all
+        axis (10 degree sectors holding at least 1 % of them), and the median distance (m) of all side points to the fitted surface; all
         NaN for fewer than 20 side points or a degenerate fit (e.g. collinear points).
 
     """
@@ -79,8 +79,12 @@ def fit_cylinder(local, x_lo, x_hi):
     out[:4] = params[:4]
     out[4] = abs(params[4])
     out[5] = np.sqrt(np.mean((np.hypot(dy, dz) - out[4]) ** 2))
-    angle = np.sort(np.arctan2(dz, dy))
-    out[6] = 2.0 * np.pi - max(np.max(np.diff(angle)), angle[0] + 2.0 * np.pi - angle[-1])
+    # The arc the points span: 10 degree sectors holding a real share of them (a few
+    # stray points on another face do not make an arc).
+    sectors = np.zeros(36, np.int64)
+    for k in range(dy.size):
+        sectors[int((np.arctan2(dz[k], dy[k]) + np.pi) / (2.0 * np.pi) * 36.0) % 36] += 1
+    out[6] = np.radians(10.0) * np.count_nonzero(sectors >= max(2, dy.size // 100))
     all_dy = all_y - params[0] - params[2] * all_x
     all_dz = all_z - params[1] - params[3] * all_x
     out[7] = np.median(np.abs(np.hypot(all_dy, all_dz) - out[4]))

@@ -67,8 +67,11 @@ def measure(points, trim, tolerance):
         fitted = fit_cylinder(perm, lo[j], hi[j])
         if not np.isfinite(fitted[0]) or fitted[6] < np.radians(_MIN_ARC_DEG):
             continue
-        width = max(hi[(j + 1) % 3] - lo[(j + 1) % 3], hi[(j + 2) % 3] - lo[(j + 2) % 3])
-        if not (0.6 * width <= 2.0 * fitted[4] <= 1.4 * width):
+        # The visible side of a cylinder is at least half its circumference: across the
+        # axis the points span about its diameter one way and at least its radius the other.
+        a, b = hi[(j + 1) % 3] - lo[(j + 1) % 3], hi[(j + 2) % 3] - lo[(j + 2) % 3]
+        diameter = 2.0 * fitted[4]
+        if not (0.6 * diameter <= max(a, b) <= 1.2 * diameter and min(a, b) >= 0.3 * diameter):
             continue
         if fitted[7] < best_res:
             best_axis, best_res, best = j, fitted[7], fitted

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from zs_perception.geometry import _points
-from zs_perception.geometry._linalg import quaternion
+from zs_perception.geometry._linalg import orient, quaternion
 from zs_perception.geometry._measure import measure, SHAPES
 from zs_perception.geometry.camera import CameraIntrinsics
 
@@ -38,6 +38,10 @@ _DENOISED_SHARE = 0.5
 # needs this share of the ring's points.
 _RING_INNER_PX = 3
 _PLANE_MIN_SHARE = 0.15
+# The least height (m) of the object's core over a plane for the plane to be its support.
+_MIN_HEIGHT_M = 0.003
+# An axis this close (deg) to a support plane's normal may be extended onto the plane.
+_CONTACT_DEG = 25.0
 # Outline pixels searched (px) for nearer depth, and the outline share that is occlusion.
 _OCCLUSION_RADIUS_PX = 3
 OCCLUDED_SHARE = 0.10
@@ -307,15 +311,17 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
     z_ref = float(np.median(depth_in[core]))
     # Per-object noise model: sigma(z) = sigma_ref * (z / z_ref) ** 2, with a floor.
     sigma = max(_points.depth_noise(depth_in, core), _points.NOISE_FLOOR_M * z_ref ** 2)
-    if sigma > _DENOISE_MIN_SIGMA_M:
-        depth_in = _points.denoise(depth_in, np.ones_like(inside), _DENOISE_HALF_WINDOW,
-                                   3.0 * sigma)
-        sigma = max(_DENOISED_SHARE * sigma, _points.NOISE_FLOOR_M * z_ref ** 2)
     x0, y0 = (v0 - intr.cx) / intr.fx, (w0 - intr.cy) / intr.fy
     xs, ys = 1.0 / intr.fx, 1.0 / intr.fy
     slope = np.tan(np.radians(_points.MAX_SLOPE_DEG)) / min(intr.fx, intr.fy)
-    planes = _support_planes(depth_in, inside, core, ring_px, x0, y0, xs, ys, min_depth_m,
-                             max_depth_m, sigma, z_ref)
+    planes, height = _support_planes(depth_in, inside, core, ring_px, x0, y0, xs, ys,
+                                     min_depth_m, max_depth_m, sigma, z_ref)
+    if sigma > _DENOISE_MIN_SIGMA_M:
+        # Never average across the object's height over its support plane (a book on a
+        # table), so the table around a bleeding mask stays on the plane.
+        depth_in = _points.denoise(depth_in, np.ones_like(inside), _DENOISE_HALF_WINDOW,
+                                   min(3.0 * sigma, 0.5 * height))
+        sigma = max(_DENOISED_SHARE * sigma, _points.NOISE_FLOOR_M * z_ref ** 2)
     candidate = _dilate(inside, grow_px)
     gone = _points.background(depth_in, candidate, x0, y0, xs, ys, min_depth_m, max_depth_m,
                               sigma, z_ref, planes)
@@ -337,6 +343,9 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
         return ObjectGeometry.without_pose(
             'non-finite pose (absurd intrinsics? e.g. a principal point far outside the image)',
             0, valid_fraction, truncated=truncated)
+    position, rotation, extents = _rest_on_plane(position, rotation, extents, SHAPES[shape],
+                                                 planes, sigma, z_ref)
+    quat = quaternion(rotation)
     if extents[1] < 2.0 * sigma * (position[2] / z_ref) ** 2 + 1e-6:
         return ObjectGeometry.without_pose(
             'degenerate points (collinear: a line seen on depth, no surface to fit)',
@@ -353,13 +362,48 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
         pose_confidence=float(np.clip(confidence, 0.0, 1.0)))
 
 
+def _rest_on_plane(position, rotation, extents, shape, planes, sigma, z_ref):
+    """Extend the fit down to the support plane it stands on, by at most the band removed.
+
+    The points within the plane tolerance of the support plane were dropped with it, so an
+    object standing on the plane (an axis within ``_CONTACT_DEG`` of its normal; for a
+    cylinder, its own axis) ends that much short of it: its bottom is moved onto the plane
+    when the gap is under the tolerance.
+
+    Returns:
+        ``(position, rotation, extents)``, extents sorted again (rotation signs re-applied).
+
+    """
+    for plane in planes:
+        cos = rotation.T @ plane[:3]
+        k = int(np.argmax(np.abs(cos)))
+        if abs(cos[k]) < np.cos(np.radians(_CONTACT_DEG)):
+            continue
+        if shape == 'cylinder' and k != (0 if extents[1] == extents[2] else 2):
+            continue
+        low = float(plane[:3] @ position + plane[3] - 0.5 * np.sum(np.abs(cos) * extents))
+        tol = _points.PLANE_SIGMAS * sigma * (max(position[2], 1e-3) / z_ref) ** 2
+        if not (0.0 < low <= 1.5 * tol):
+            continue
+        grow = low / abs(cos[k])
+        extents = extents.copy()
+        extents[k] += grow
+        position = position - np.sign(cos[k]) * rotation[:, k] * (0.5 * grow)
+        order = np.argsort(-extents, kind='stable')
+        rotation = orient(np.ascontiguousarray(rotation[:, order]), position)
+        return position, rotation, extents[order]
+    return position, rotation, extents
+
+
 def _support_planes(depth, inside, core, ring_px, x0, y0, xs, ys, min_depth, max_depth,
                     sigma, z_ref) -> np.ndarray:
     """Up to two planes fitted on the ring around the mask that the object stands before.
 
     Returns:
-        ``(k, 4)`` planes ``nx, ny, nz, d`` (signed distance positive toward the camera)
-        with the core's median point more than twice the plane tolerance in front.
+        ``(planes, height)``: ``(k, 4)`` planes ``nx, ny, nz, d`` (signed distance positive
+        toward the camera) with the core's median point more than the noise
+        deviation (at least ``_MIN_HEIGHT_M``) in front, and the least median height (m) of the core over them (inf
+        without a plane).
 
     """
     ring = _dilate(inside, ring_px) & ~_dilate(inside, _RING_INNER_PX)
@@ -368,6 +412,7 @@ def _support_planes(depth, inside, core, ring_px, x0, y0, xs, ys, min_depth, max
     core_points = _points.window_points(depth, core, x0, y0, xs, ys, min_depth, max_depth,
                                         400)
     planes = []
+    height = np.inf
     rest = ring_points
     for attempt in range(2):
         if len(rest) < 20:
@@ -377,8 +422,10 @@ def _support_planes(depth, inside, core, ring_px, x0, y0, xs, ys, min_depth, max
         if not np.isfinite(plane).all() or inliers.sum() < _PLANE_MIN_SHARE * len(ring_points):
             break
         ahead = core_points[:, :3] @ plane[:3] + plane[3]
-        tol_core = _points.PLANE_SIGMAS * sigma * (core_points[:, 2] / z_ref) ** 2
-        if len(core_points) and np.median(ahead - 2.0 * tol_core) > 0:
+        # The core stands in front of the plane by more than its noise (a median of many
+        # points is far steadier than one point): the plane is its support or background.
+        if len(core_points) and np.median(ahead) > max(sigma, _MIN_HEIGHT_M):
             planes.append(plane)
+            height = min(height, float(np.median(ahead)))
         rest = rest[~inliers]
-    return np.array(planes, np.float64).reshape(-1, 4)
+    return np.array(planes, np.float64).reshape(-1, 4), height
