@@ -20,6 +20,12 @@ MAX_SLOPE_DEG = 80.0
 # Deviations of depth noise allowed between linked neighbours and off a support plane.
 GAP_SIGMAS = 4.0
 PLANE_SIGMAS = 3.0
+# Deviations by which an outline pixel may miss the surface extrapolated from behind it.
+FLYING_SIGMAS = 3.0
+# Seeds that make a linked piece part of the object whatever the best piece holds.
+_PIECE_SEEDS = 10
+# Pixels of missing depth a surface may be linked across.
+_BRIDGE_PX = 3
 # RANSAC iterations and the most ring points a support plane is fitted on.
 _RANSAC_ITERATIONS = 60
 _RANSAC_POINTS = 400
@@ -257,8 +263,10 @@ def link_surface(depth, candidate, seeds, sigma_ref, z_ref, slope_per_px, min_sh
     Neighbouring candidate pixels (8-connected) are linked when their depths differ by at
     most ``GAP_SIGMAS`` deviations of the noise at that depth plus what a surface at
     ``MAX_SLOPE_DEG`` rises over their distance (``slope_per_px * z`` per pixel). The
-    linked pieces holding at least ``min_share`` of the seeds the best piece holds are
-    kept; when no seed is a candidate, the largest piece is.
+    linked pieces holding at least ``min_share`` of the seeds the best piece holds, or at
+    least ``_PIECE_SEEDS`` seeds (an object cut in pieces by missing depth), are kept; when
+    no seed is a candidate, the largest piece is. Pieces within ``_BRIDGE_PX`` pixels of a
+    kept one, at a depth it continues to (a gap of missing depth), join it.
 
     Args:
         depth: ``(r, c)`` ``float32`` metres (NaN where missing).
@@ -320,9 +328,28 @@ def link_surface(depth, candidate, seeds, sigma_ref, z_ref, slope_per_px, min_sh
         best_seeds = max(best_seeds, seed_count[k])
     if best_seeds > 0:
         for k in range(n_labels):
-            keep[k] = seed_count[k] > 0 and seed_count[k] >= min_share * best_seeds
+            keep[k] = seed_count[k] >= min(min_share * best_seeds, _PIECE_SEEDS)
     elif n_labels > 0:
         keep[np.argmax(size[:n_labels])] = True
+    # A piece that missing depth cut off: within _BRIDGE_PX of a kept piece, across pixels
+    # without depth, at a depth that piece continues to.
+    for _ in range(2):
+        join = np.zeros(n_labels, np.bool_)
+        for p in range(rows * cols):
+            k = label[p]
+            if k < 0 or keep[k] or join[k]:
+                continue
+            r, c = p // cols, p % cols
+            z = depth[r, c]
+            noise = GAP_SIGMAS * np.sqrt(2.0) * sigma_ref * (z / z_ref) ** 2
+            for rr in range(max(0, r - _BRIDGE_PX), min(rows, r + _BRIDGE_PX + 1)):
+                for cc in range(max(0, c - _BRIDGE_PX), min(cols, c + _BRIDGE_PX + 1)):
+                    q = label[rr * cols + cc]
+                    if q >= 0 and keep[q]:
+                        reach = np.sqrt((rr - r) ** 2 + (cc - c) ** 2) * slope_per_px * z
+                        if abs(depth[rr, cc] - z) <= noise + reach:
+                            join[k] = True
+        keep |= join
     out = np.zeros((rows, cols), np.bool_)
     for p in range(rows * cols):
         if label[p] >= 0 and keep[label[p]]:
@@ -393,3 +420,51 @@ def outline(depth, kept, background_px, row0, col0, height, width, sigma_ref, z_
             elif missing > seen:
                 counts[3] += 1
     return counts
+
+
+@njit('b1[:, :](f4[:, :], b1[:, :], f8, f8)', cache=True, nogil=True)
+def peel_flying(depth, kept, sigma_ref, z_ref):
+    """Drop the kept outline pixels whose depth the surface behind them does not continue.
+
+    Mixed ("flying") pixels at a depth edge lie between the object and what is behind it,
+    often within the linking gap. An outline pixel (a non-kept 8-neighbour) stays when,
+    along at least one of the 8 directions, the two kept pixels behind it extrapolate
+    linearly to its depth within ``FLYING_SIGMAS`` deviations of that extrapolation's noise
+    (``sqrt(6)`` times the depth noise); one with no such pair stays too.
+
+    Returns:
+        ``(r, c)`` ``bool`` the kept pixels left (a new array).
+
+    """
+    rows, cols = depth.shape
+    out = kept.copy()
+    for r in range(rows):
+        for c in range(cols):
+            if not kept[r, c]:
+                continue
+            edge = False
+            for dr in range(-1, 2):
+                for dc in range(-1, 2):
+                    rr, cc = r + dr, c + dc
+                    if rr < 0 or rr >= rows or cc < 0 or cc >= cols or not kept[rr, cc]:
+                        edge = True
+            if not edge:
+                continue
+            z = depth[r, c]
+            tol = FLYING_SIGMAS * np.sqrt(6.0) * sigma_ref * (z / z_ref) ** 2
+            tried, fits = False, False
+            for dr in range(-1, 2):
+                for dc in range(-1, 2):
+                    if dr == 0 and dc == 0:
+                        continue
+                    r1, c1, r2, c2 = r + dr, c + dc, r + 2 * dr, c + 2 * dc
+                    if r2 < 0 or r2 >= rows or c2 < 0 or c2 >= cols:
+                        continue
+                    if not (kept[r1, c1] and kept[r2, c2]):
+                        continue
+                    tried = True
+                    if abs(z - (2.0 * depth[r1, c1] - depth[r2, c2])) <= tol:
+                        fits = True
+            if tried and not fits:
+                out[r, c] = False
+    return out

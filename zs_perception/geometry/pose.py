@@ -40,6 +40,8 @@ _RING_INNER_PX = 3
 _PLANE_MIN_SHARE = 0.15
 # The least height (m) of the object's core over a plane for the plane to be its support.
 _MIN_HEIGHT_M = 0.003
+# Layers of mixed depth pixels at the outline that may be peeled off.
+_FLYING_PASSES = 2
 # An axis this close (deg) to a support plane's normal may be extended onto the plane.
 _CONTACT_DEG = 25.0
 # Outline pixels searched (px) for nearer depth, and the outline share that is occlusion.
@@ -327,6 +329,8 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
                               sigma, z_ref, planes)
     kept = _points.link_surface(depth_in, candidate & ~gone, seeds & ~gone, sigma, z_ref,
                                 slope, min_share)
+    for _ in range(_FLYING_PASSES):
+        kept = _points.peel_flying(depth_in, kept, sigma, z_ref)
     points = _points.window_points(depth_in, kept, x0, y0, xs, ys, min_depth_m, max_depth_m,
                                    max_points)[:, :3]
     if len(points) < min_points:
