@@ -96,11 +96,6 @@ def look_down_camera(target: np.ndarray, distance: float, pitch_deg: float, yaw_
     return r_cw, -r_cw @ centre
 
 
-def _rays(width, height, fx, cx, cy):
-    u, v = np.meshgrid(np.arange(width, dtype=float), np.arange(height, dtype=float))
-    return np.stack([(u - cx) / fx, (v - cy) / fx, np.ones_like(u)], axis=-1).reshape(-1, 3)
-
-
 def _hit_box(rays, centre, rot, size):
     o = -rot.T @ centre  # camera origin in the box frame
     d = rays @ rot  # ray directions in the box frame
@@ -143,34 +138,58 @@ def _hit_plane(rays, normal, offset):
     return np.where(t > 0, t, np.inf)
 
 
-def render(shapes: List[Shape], camera: str, r_cw, t_cw, wall_y: Optional[float]) -> Scene:
-    """Ray-cast ``shapes`` on the table (and the wall at ``wall_y`` unless None)."""
+def _corners(shape):
+    half = shape.extents() / 2
+    signs = np.array([[i, j, k] for i in (-1, 1) for j in (-1, 1) for k in (-1, 1)], float)
+    return shape.centre + (signs * half) @ shape.rotation.T
+
+
+def render(shapes: List[Shape], camera: str, r_cw, t_cw, wall_y: Optional[float],
+           margin_px: int = 40) -> Scene:
+    """Ray-cast ``shapes`` on the table (and the wall at ``wall_y`` unless None).
+
+    Only the pixels within ``margin_px`` of the shapes' projected bounding boxes are cast
+    (the rest is NaN depth, label -3): the geometry under test never looks farther than its
+    support-plane ring from a mask.
+    """
     width, height, fx = CAMERAS[camera]
     cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
-    rays = _rays(width, height, fx, cx, cy)
-    hits = []
-    for s in shapes:
-        centre, rot = r_cw @ s.centre + t_cw, r_cw @ s.rotation
-        fn = _hit_box if s.kind == 'box' else _hit_cylinder
-        hits.append(fn(rays, centre, rot, s.size))
-    up = r_cw @ np.array([0.0, 0.0, 1.0])
-    table = _hit_plane(rays, up, -(up @ t_cw))  # world z = 0
-    backgrounds = [table]
-    if wall_y is not None:
-        n = r_cw @ np.array([0.0, 1.0, 0.0])
-        backgrounds.append(_hit_plane(rays, n, -(n @ t_cw) - wall_y))
+    corners = np.concatenate([_corners(s) for s in shapes]) @ r_cw.T + t_cw
+    if np.all(corners[:, 2] > 1e-3):
+        u = corners[:, 0] / corners[:, 2] * fx + cx
+        v = corners[:, 1] / corners[:, 2] * fx + cy
+        c0, c1 = int(max(0, u.min() - margin_px)), int(min(width, u.max() + margin_px + 1))
+        r0, r1 = int(max(0, v.min() - margin_px)), int(min(height, v.max() + margin_px + 1))
     else:
-        backgrounds.append(np.full(len(rays), np.inf))
-    stack = np.stack(hits + backgrounds, axis=0)
-    nearest = np.argmin(stack, axis=0)
-    t = stack[nearest, np.arange(len(rays))]
-    n_obj = len(shapes)
-    label = np.where(nearest < n_obj, nearest, -1 - (nearest - n_obj))
-    label = np.where(np.isfinite(t), label, -3).reshape(height, width)
-    depth = np.where(np.isfinite(t), t, np.nan).astype(np.float32).reshape(height, width)
-    masks = [label == k for k in range(n_obj)]
-    amodal = [np.isfinite(h).reshape(height, width) for h in hits]
-    return Scene(depth, label, masks, amodal, shapes, fx, cx, cy, width, height, r_cw, t_cw)
+        c0, c1, r0, r1 = 0, width, 0, height
+    label = np.full((height, width), -3, np.int64)
+    depth = np.full((height, width), np.nan, np.float32)
+    hits_full = [np.zeros((height, width), bool) for _ in shapes]
+    if c1 > c0 and r1 > r0:
+        uu, vv = np.meshgrid(np.arange(c0, c1, dtype=float), np.arange(r0, r1, dtype=float))
+        rays = np.stack([(uu - cx) / fx, (vv - cy) / fx, np.ones_like(uu)], -1).reshape(-1, 3)
+        hits = []
+        for s in shapes:
+            centre, rot = r_cw @ s.centre + t_cw, r_cw @ s.rotation
+            fn = _hit_box if s.kind == 'box' else _hit_cylinder
+            hits.append(fn(rays, centre, rot, s.size))
+        up = r_cw @ np.array([0.0, 0.0, 1.0])
+        backgrounds = [_hit_plane(rays, up, -(up @ t_cw))]  # world z = 0
+        if wall_y is not None:
+            n = r_cw @ np.array([0.0, 1.0, 0.0])
+            backgrounds.append(_hit_plane(rays, n, -(n @ t_cw) - wall_y))
+        stack = np.stack(hits + backgrounds, axis=0)
+        nearest = np.argmin(stack, axis=0)
+        t = stack[nearest, np.arange(len(rays))]
+        n_obj = len(shapes)
+        lab = np.where(nearest < n_obj, nearest, -1 - (nearest - n_obj))
+        shape = (r1 - r0, c1 - c0)
+        label[r0:r1, c0:c1] = np.where(np.isfinite(t), lab, -3).reshape(shape)
+        depth[r0:r1, c0:c1] = np.where(np.isfinite(t), t, np.nan).reshape(shape)
+        for k, h in enumerate(hits):
+            hits_full[k][r0:r1, c0:c1] = np.isfinite(h).reshape(shape)
+    masks = [label == k for k in range(len(shapes))]
+    return Scene(depth, label, masks, hits_full, shapes, fx, cx, cy, width, height, r_cw, t_cw)
 
 
 # ----------------------------------------------------------------------------------------
@@ -297,7 +316,8 @@ def _occluder(obj: Shape, cam_world, rng) -> Shape:
     size_obj = float(np.max(obj.extents()))
     size = np.array([rng.uniform(0.6, 1.2) * size_obj, rng.uniform(0.03, 0.1),
                      rng.uniform(0.3, 1.2) * size_obj + 0.02])
-    ahead = rng.uniform(0.03, 0.15) + size_obj / 2
+    # In front with a gap: beyond the object's bounding sphere and its own half depth.
+    ahead = rng.uniform(0.03, 0.15) + np.linalg.norm(obj.extents()) / 2 + size[1] / 2
     lateral = rng.uniform(-0.7, 0.7) * size_obj
     centre = np.array([*(obj.centre[:2] + toward * ahead + side * lateral), 0.0])
     yaw = np.arctan2(side[1], side[0]) + rng.uniform(-0.3, 0.3)
@@ -307,10 +327,18 @@ def _occluder(obj: Shape, cam_world, rng) -> Shape:
 
 
 def _cut_share(shapes, camera, r_cw, t_cw, wall_y, n_full):
+    """Share of object 0's silhouette outside the image (cast over its projected box)."""
     width, height, fx = CAMERAS[camera]
-    pad = 2
-    rays = _rays(width * pad, height * pad, fx, (width * pad - 1) / 2, (height * pad - 1) / 2)
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
     s = shapes[0]
+    corners = _corners(s) @ r_cw.T + t_cw
+    if np.any(corners[:, 2] <= 1e-3):
+        return 1.0
+    u = corners[:, 0] / corners[:, 2] * fx + cx
+    v = corners[:, 1] / corners[:, 2] * fx + cy
+    uu, vv = np.meshgrid(np.arange(np.floor(u.min()), np.ceil(u.max()) + 1),
+                         np.arange(np.floor(v.min()), np.ceil(v.max()) + 1))
+    rays = np.stack([(uu - cx) / fx, (vv - cy) / fx, np.ones_like(uu)], -1).reshape(-1, 3)
     fn = _hit_box if s.kind == 'box' else _hit_cylinder
     total = np.isfinite(fn(rays, r_cw @ s.centre + t_cw, r_cw @ s.rotation, s.size)).sum()
     return 1.0 - n_full / max(1, total)

@@ -1,5 +1,8 @@
 """Pose, extents and shape of an object's kept points: box, cylinder, or neither.
 
+Neither ('unknown'): the pose and extents are those of the oriented box the points hug
+(their robust axes and trimmed range), which claims no model.
+
 Numba kernel with an explicit signature (compiled at import, cached beside this file).
 See docs/geometry.md for the shape rule and its margins.
 """
@@ -21,7 +24,7 @@ _FIT_POINTS = 1200
 _MIN_ARC_DEG = 100.0
 _CYLINDER_WIN = 0.5
 _FIT_SIGMAS = 3.0
-_FIT_SHARE = 0.02
+_FIT_SHARE = 0.04
 
 
 @njit('Tuple((f8[:], f8[:, :], f8[:], f8[:], i8, f8))(f8[:, :], f8, f8)',
@@ -110,12 +113,5 @@ def measure(points, trim, tolerance):
         else:  # a short cylinder (a can, a puck): its axis is the shortest
             axes[:, 0], axes[:, 1], axes[:, 2] = y, z, x
             extents = np.array([diameter, diameter, length])
-    elif shape == 2:  # neither fits: the points' principal axes, honest extents
-        axes = principal
-        lo, hi = trimmed_range(project(centred, axes), trim)
-        order = np.argsort(lo - hi, kind='mergesort')
-        axes, lo, hi = axes[:, order].copy(), lo[order], hi[order]
-        position = mean + matvec(axes, 0.5 * (lo + hi))
-        extents = hi - lo
     rotation = orient(axes, position)
     return position, rotation, quaternion(rotation), extents, shape, residual

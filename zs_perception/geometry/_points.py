@@ -357,16 +357,16 @@ def link_surface(depth, candidate, seeds, sigma_ref, z_ref, slope_per_px, min_sh
     return out
 
 
-@njit('i8[:](f4[:, :], b1[:, :], b1[:, :], i8, i8, i8, i8, f8, f8, f8, i8)',
-      cache=True, nogil=True)
-def outline(depth, kept, background_px, row0, col0, height, width, sigma_ref, z_ref,
+@njit('i8[:](f4[:, :], b1[:, :], i8, i8, i8, i8, f8, f8, f8, i8)', cache=True, nogil=True)
+def outline(depth, kept, row0, col0, height, width, sigma_ref, z_ref,
             slope_per_px, radius):
     """Classify the kept region's outline pixels by what lies just outside them.
 
     A kept pixel with a non-kept 8-neighbour is on the outline. It is *occluded* when a
-    non-kept, non-background pixel within ``radius`` pixels is nearer than it by more than
+    non-kept pixel within ``radius`` pixels is nearer than it by more than
     ``GAP_SIGMAS`` noise deviations plus the rise of a surface at ``MAX_SLOPE_DEG`` over
-    their distance; *at the border* when it lies within one pixel of the image border
+    their distance (a support plane in front of the object rises less steeply: not
+    occlusion); *at the border* when it lies within one pixel of the image border
     (the window starts at image pixel ``row0, col0`` of a ``height`` x ``width`` image);
     *unseen* when most pixels around it have no depth.
 
@@ -410,8 +410,6 @@ def outline(depth, kept, background_px, row0, col0, height, width, sigma_ref, z_
                         missing += 1
                         continue
                     seen += 1
-                    if background_px[rr, cc]:
-                        continue
                     reach = np.sqrt(dr * dr + dc * dc) * slope_per_px * z
                     if d < z - noise - reach:
                         nearer = True

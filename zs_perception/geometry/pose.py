@@ -40,6 +40,8 @@ _RING_INNER_PX = 3
 _PLANE_MIN_SHARE = 0.15
 # The least height (m) of the object's core over a plane for the plane to be its support.
 _MIN_HEIGHT_M = 0.003
+# The most of the core that may lie behind a support plane (noise, a rim of background).
+_BEHIND_SHARE = 0.05
 # Layers of mixed depth pixels at the outline that may be peeled off.
 _FLYING_PASSES = 2
 # An axis this close (deg) to a support plane's normal may be extended onto the plane.
@@ -70,11 +72,11 @@ class ObjectGeometry:
         num_points: number of 3D points kept as the object's (at most ``max_points``).
         valid_fraction: fraction of the mask pixels with a valid depth, [0, 1].
         points: ``(M, 3)`` ``float32`` metres, the object's kept points (``M == num_points``).
-        shape: ``'box'``, ``'cylinder'`` or ``'unknown'`` (neither model fits; pose from
-            the points' principal axes); ``''`` without a pose.
+        shape: ``'box'``, ``'cylinder'`` or ``'unknown'`` (neither model fits: the pose and
+            extents of the oriented box around the points); ``''`` without a pose.
         truncated: the mask touches the image border: the object may continue outside.
-        occluded: nearer depth borders at least ``OCCLUDED_SHARE`` of the object's outline:
-            something in front hides part of it.
+        occluded: nearer depth borders at least ``OCCLUDED_SHARE`` of the object's outline
+            (of the part with depth beyond it): something in front hides part of it.
         pose_confidence: heuristic trust in the pose, [0, 1] (docs/geometry.md): the
             product of the observed share of the outline, the depth coverage, the fit
             residual and point count terms; 0.0 without a pose.
@@ -338,8 +340,10 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
             f'too few points ({len(points)} < {min_points})', len(points), valid_fraction,
             points.astype(np.float32), truncated=truncated)
     n_outline, n_occluded, n_border, n_unseen = _points.outline(
-        depth_in, kept, gone, w0, v0, h, w, sigma, z_ref, slope, _OCCLUSION_RADIUS_PX)
-    occluded = n_occluded >= OCCLUDED_SHARE * n_outline
+        depth_in, kept, w0, v0, h, w, sigma, z_ref, slope, _OCCLUSION_RADIUS_PX)
+    # Only the outline with depth around it is seen to be occluded or not (real depth has
+    # holes inside and around objects).
+    occluded = n_occluded >= OCCLUDED_SHARE * max(1, n_outline - n_unseen)
     position, rotation, quat, extents, shape, residual = measure(
         points, trim_percent / 100.0, sigma)
     if not (np.isfinite(position).all() and np.isfinite(quat).all()
@@ -406,7 +410,8 @@ def _support_planes(depth, inside, core, ring_px, x0, y0, xs, ys, min_depth, max
     Returns:
         ``(planes, height)``: ``(k, 4)`` planes ``nx, ny, nz, d`` (signed distance positive
         toward the camera) with the core's median point more than the noise
-        deviation (at least ``_MIN_HEIGHT_M``) in front, and the least median height (m) of the core over them (inf
+        deviation (at least ``_MIN_HEIGHT_M``) in front and at most ``_BEHIND_SHARE`` of
+        it behind, and the least median height (m) of the core over them (inf
         without a plane).
 
     """
@@ -426,9 +431,12 @@ def _support_planes(depth, inside, core, ring_px, x0, y0, xs, ys, min_depth, max
         if not np.isfinite(plane).all() or inliers.sum() < _PLANE_MIN_SHARE * len(ring_points):
             break
         ahead = core_points[:, :3] @ plane[:3] + plane[3]
+        tol_core = _points.PLANE_SIGMAS * sigma * (core_points[:, 2] / z_ref) ** 2
         # The core stands in front of the plane by more than its noise (a median of many
-        # points is far steadier than one point): the plane is its support or background.
-        if len(core_points) and np.median(ahead) > max(sigma, _MIN_HEIGHT_M):
+        # points is far steadier than one point), and hardly any of it is behind the plane
+        # (the top of a box in front of the object is no support): its support or background.
+        if (len(core_points) and np.median(ahead) > max(sigma, _MIN_HEIGHT_M)
+                and np.mean(ahead < -tol_core) <= _BEHIND_SHARE):
             planes.append(plane)
             height = min(height, float(np.median(ahead)))
         rest = rest[~inliers]
