@@ -10,7 +10,8 @@ previous one arrived, so a slow model drops none. Output (``--output``, default
 
     scene/                 the generated demo scene (unless --scene was given)
     overlay_NNNNNN.png     the node's debug overlay of frame N (masks, boxes, labels)
-    summary.json           per frame: stamp and objects (id, label, score, roi, pose, size)
+    summary.json           per frame: stamp and objects (id, label, score, roi, pose, size,
+                           truncated, occluded, shape, pose_confidence)
 
 Usage::
 
@@ -118,6 +119,8 @@ def object_summary(obj) -> Dict[str, Any]:
         'has_pose': bool(obj.has_pose), 'pose_status': obj.pose_status,
         'pose': None, 'size': None, 'num_points': int(obj.num_points),
         'depth_valid_fraction': round(float(obj.depth_valid_fraction), 4),
+        'truncated': bool(obj.truncated), 'occluded': bool(obj.occluded), 'shape': obj.shape,
+        'pose_confidence': round(float(obj.pose_confidence), 4),
     }
     if obj.has_pose:
         p, q = obj.pose.position, obj.pose.orientation

@@ -413,7 +413,9 @@ class PerceptionNode(Node):
                 mask=conversions.mask_to_image(instance.mask, (x, y, w, h), header),
                 has_pose=bool(geometry.has_pose), pose_status=geometry.status,
                 num_points=int(geometry.num_points),
-                depth_valid_fraction=float(geometry.valid_fraction))
+                depth_valid_fraction=float(geometry.valid_fraction),
+                truncated=bool(geometry.truncated), occluded=bool(geometry.occluded),
+                shape=geometry.shape, pose_confidence=float(geometry.pose_confidence))
             if geometry.has_pose:
                 obj.pose = conversions.make_pose(geometry.position, geometry.quaternion)
                 ex, ey, ez = (float(v) for v in geometry.extents)
