@@ -188,6 +188,7 @@ def test_progress_line_counts_rate_and_time_left():
     lines = []
 
     class Stream:
+
         def write(self, text):
             lines.append(text)
 

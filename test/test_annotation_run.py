@@ -52,12 +52,12 @@ def make_folder(root: Path, count: int, size=(96, 128), seed=0) -> Path:
 
 
 def config(tiny_models, folder, output, **overrides):
-    settings = dict(
-        input=str(folder), output=str(output), vocabulary=list(VOCABULARY),
-        engine={'clipseg_model': str(tiny_models / 'clipseg'), 'device': 'cpu',
-                'allow_random_weights': True, 'threshold': 0.5, 'min_area_px': 8,
-                'max_objects': 12},
-        progress=False)
+    settings = {
+        'input_path': str(folder), 'output': str(output), 'vocabulary': list(VOCABULARY),
+        'engine': {'clipseg_model': str(tiny_models / 'clipseg'), 'device': 'cpu',
+                   'allow_random_weights': True, 'threshold': 0.5, 'min_area_px': 8,
+                   'max_objects': 12},
+        'progress': False}
     settings.update(overrides)
     return AnnotateConfig(**settings)
 
@@ -69,7 +69,7 @@ def folder(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def finished(tiny_models, folder, tmp_path_factory):
-    """An uninterrupted run over ``folder``: ``(output folder, summary)``."""
+    """Run over ``folder`` without interruption; return ``(output folder, summary)``."""
     out = tmp_path_factory.mktemp('annotate_out') / 'run'
     return out, annotate(config(tiny_models, folder, out))
 
@@ -132,6 +132,7 @@ def test_yolo_polygons_rasterise_to_the_masks_within_one_pixel(finished):
 
 
 class _Sheet(HTMLParser):
+
     def __init__(self):
         super().__init__()
         self.images, self.text = [], []
@@ -178,7 +179,7 @@ def test_unreadable_files_are_skipped_and_listed_with_the_reason(finished):
 
 
 def _outputs(out: Path):
-    """What a run wrote, minus what legitimately differs between runs (times, dates)."""
+    """Return what a run wrote, minus what differs between runs by right (times, dates)."""
     doc = json.loads((out / COCO_FILE).read_text())
     doc.pop('info')
     records = {}
@@ -289,7 +290,7 @@ def test_tags_become_the_prompts(tiny_models, backend_models, tmp_path):
               'sam_model_type': 'tiny', 'clip_model': backend_models['clip']}
     loose = {'mask_quality_iou': 0.0, 'stability_iou': 0.0, 'nms_iou': 0.3}
     summary = annotate(AnnotateConfig(
-        input=str(src), output=str(tmp_path / 'out'), tag_vocabulary=tag_vocabulary,
+        input_path=str(src), output=str(tmp_path / 'out'), tag_vocabulary=tag_vocabulary,
         tag_threshold=0.0, max_tags=2, engine=engine, tagger_thresholds=loose,
         progress=False))
     assert summary.annotated == 2
@@ -318,7 +319,7 @@ def test_zero_guidance_backend_tags_by_itself(tiny_models, backend_models, tmp_p
               'min_area_px': 8, 'sam_checkpoint': str(tiny_models / 'sam_tiny.pth'),
               'sam_model_type': 'tiny', 'clip_model': backend_models['clip']}
     summary = annotate(AnnotateConfig(
-        input=str(src), output=str(tmp_path / 'out'), backend='zero_guidance',
+        input_path=str(src), output=str(tmp_path / 'out'), backend='zero_guidance',
         tag_vocabulary=['mug', 'chair'], engine=engine,
         backend_thresholds={'mask_quality_iou': 0.0, 'stability_iou': 0.0}, progress=False))
     assert summary.instances > 0

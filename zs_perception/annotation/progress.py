@@ -50,12 +50,14 @@ class Progress:
         return self.done / elapsed if elapsed > 0 and self.done else 0.0
 
     def line(self) -> str:
-        """The progress text, e.g. ``annotate 12/100 (12%) 3.40 img/s, 0:00:26 left``."""
+        """Return the progress text, e.g. ``annotate 12/100 (12%) 3.40 img/s, 0:00:26 left``."""
         finished = self.already + self.done + self.skipped
         share = 100.0 * finished / self.total if self.total else 100.0
         rate = self.rate
-        left = (self.total - finished) / rate if rate > 0 else (0.0 if finished >= self.total
-                                                                   else None)
+        if rate > 0:
+            left = (self.total - finished) / rate
+        else:
+            left = 0.0 if finished >= self.total else None
         text = (f'annotate {finished}/{self.total} ({share:.0f}%) {rate:.2f} img/s, '
                 f'{format_duration(left)} left')
         if self.skipped:

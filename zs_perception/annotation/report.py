@@ -80,7 +80,7 @@ def category_counts(records: Sequence[Dict[str, Any]],
     return out
 
 
-_STYLE = '''
+_STYLE = """
 body { font-family: sans-serif; margin: 1em; }
 table { border-collapse: collapse; margin-bottom: 1em; }
 td, th { border: 1px solid #ccc; padding: 2px 8px; text-align: left; }
@@ -89,7 +89,7 @@ figure { margin: 0; width: 320px; }
 figure img { width: 320px; height: auto; border: 1px solid #888; }
 figcaption { font-size: 12px; word-wrap: break-word; }
 .none { color: #999; }
-'''
+"""
 
 
 def write_contact_sheet(path: Path, manifest: Dict[str, Any],

@@ -79,7 +79,7 @@ class UsageError(ValueError):
 class AnnotateConfig:
     """Everything a run needs; see :func:`build_parser` for each option's meaning."""
 
-    input: str
+    input_path: str
     output: str
     input_kind: str = 'auto'
     vocabulary: List[str] = field(default_factory=list)
@@ -105,12 +105,12 @@ class AnnotateConfig:
         return settings
 
     def fingerprint(self) -> Dict[str, Any]:
-        """The settings that decide the outputs (a resumed run must have the same)."""
+        """Return the settings that decide the outputs (a resumed run must have the same)."""
         data = asdict(self)
         for name in _RUN_ONLY:
             data.pop(name, None)
         data['engine'] = {k: v for k, v in self.engine_settings().items() if k not in _RUN_ONLY}
-        data['input'] = str(Path(self.input).resolve())
+        data['input_path'] = str(Path(self.input_path).resolve())
         data.pop('output')
         data['format'] = FORMAT_VERSION
         return data
@@ -308,7 +308,7 @@ def annotate(config: AnnotateConfig, on_image: Optional[Callable[[str], None]] =
     if int(config.batch_size) < 1:
         raise UsageError(f'--batch-size must be at least 1, got {config.batch_size}.')
     output = Path(config.output)
-    source = open_source(config.input, config.input_kind, exclude=output)
+    source = open_source(config.input_path, config.input_kind, exclude=output)
     fingerprint = config.fingerprint()
     settings_hash = hashlib.sha256(
         json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
@@ -335,9 +335,9 @@ def annotate(config: AnnotateConfig, on_image: Optional[Callable[[str], None]] =
     status = 'complete'
     try:
         if todo:
-            _process(todo, lambda: Annotator(config, categories), config, output, settings_hash, finished, skipped,
-                     Progress(len(items), resumed, stream if config.progress else None),
-                     on_image)
+            progress = Progress(len(items), resumed, stream if config.progress else None)
+            _process(todo, lambda: Annotator(config, categories), config, output,
+                     settings_hash, finished, skipped, progress, on_image)
         if config.limit is not None and len(finished) + len(skipped) < len(items):
             status = 'partial'
     except KeyboardInterrupt:
@@ -494,7 +494,7 @@ def _manifest(config, source: Source, categories, settings_hash, created, status
     instances = sum(len(r['instances']) for r in finished.values())
     return {
         'format': FORMAT_VERSION, 'tool': 'zs_perception_annotate', 'created': created,
-        'updated': _now(), 'status': status, 'input': str(Path(config.input).resolve()),
+        'updated': _now(), 'status': status, 'input': str(Path(config.input_path).resolve()),
         'input_kind': source.kind, 'has_depth': source.has_depth,
         'settings_hash': settings_hash, 'fingerprint': config.fingerprint(),
         'settings': settings, 'categories': list(categories),
@@ -554,7 +554,7 @@ def _assignments(values: Sequence[str], option: str) -> Dict[str, float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command-line options (defaults of model and threshold settings: the node's)."""
+    """Build the command-line parser (model and threshold defaults: the node's)."""
     parser = argparse.ArgumentParser(
         prog='zs_perception_annotate',
         description='Label a folder of images or a replay directory with an open-vocabulary '
@@ -594,8 +594,8 @@ def build_parser() -> argparse.ArgumentParser:
             engine.add_argument(flag, type=spec.kind, default=spec.default,
                                 choices=spec.choices, help=spec.description)
     engine.add_argument('--set', action='append', default=[], metavar='NAME=VALUE',
-                        help="another run-time threshold of the backend (Segmenter."
-                        "set_thresholds), e.g. --set stability_iou=0.8; repeatable")
+                        help='another run-time threshold of the backend (Segmenter.'
+                        'set_thresholds), e.g. --set stability_iou=0.8; repeatable')
     engine.add_argument('--tagger-set', action='append', default=[], metavar='NAME=VALUE',
                         help='a run-time threshold of the zero_guidance tagger, e.g. '
                         '--tagger-set mask_quality_iou=0.7; repeatable')
@@ -651,7 +651,7 @@ def config_from_args(args: argparse.Namespace) -> AnnotateConfig:
     if args.tag_vocabulary_file:
         tag_vocabulary += read_vocabulary_file(args.tag_vocabulary_file)
     return AnnotateConfig(
-        input=args.input, output=args.output, input_kind=args.input_kind,
+        input_path=args.input, output=args.output, input_kind=args.input_kind,
         vocabulary=vocabulary, tagging=not args.no_tagging, tag_vocabulary=tag_vocabulary,
         tag_threshold=args.tag_threshold, max_tags=args.max_tags, backend=args.backend,
         engine=engine, backend_thresholds=_assignments(args.set, '--set'),
@@ -696,4 +696,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f'{prog}: skipped files and the reasons are listed in '
               f'{summary.output / MANIFEST}.', file=sys.stderr)
     return 0
-

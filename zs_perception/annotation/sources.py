@@ -107,7 +107,8 @@ def open_source(path: Union[str, Path], kind: str = 'auto',
 
     """
     if kind not in SOURCE_KINDS:
-        raise ValueError(f'Unknown input kind {kind!r}; expected one of {", ".join(SOURCE_KINDS)}.')
+        raise ValueError(f'Unknown input kind {kind!r}; expected one of '
+                         f'{", ".join(SOURCE_KINDS)}.')
     root = Path(path)
     if root.suffix in _BAG_SUFFIXES or (root.is_dir() and (root / 'metadata.yaml').is_file()):
         raise ValueError(
@@ -118,7 +119,8 @@ def open_source(path: Union[str, Path], kind: str = 'auto',
     if not root.is_dir():
         raise FileNotFoundError(f'Input {str(root)!r} is not a directory; pass a folder of '
                                 'images or a replay directory.')
-    if kind == 'replay' or (kind == 'auto' and any((root / n).is_file() for n in INTRINSICS_FILES)):
+    has_intrinsics = any((root / name).is_file() for name in INTRINSICS_FILES)
+    if kind == 'replay' or (kind == 'auto' and has_intrinsics):
         return _replay_source(root)
     return _folder_source(root, exclude)
 

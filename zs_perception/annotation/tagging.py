@@ -14,7 +14,7 @@ chosen backend for that image.
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Union
 
 import numpy as np
 
@@ -92,8 +92,3 @@ class Tagger:
             tag.segments += 1
         tags = sorted(found.values(), key=lambda t: (-t.score, t.label))
         return tags[:self.max_tags]
-
-
-def labels_of(tags: Optional[List[Tag]]) -> List[str]:
-    """The labels of a tag list, in order (empty for ``None``)."""
-    return [t.label for t in tags or []]

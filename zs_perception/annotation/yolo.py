@@ -121,7 +121,12 @@ def _bridge_holes(outline: np.ndarray, holes: List[np.ndarray]) -> np.ndarray:
 
 
 def _nearest(points: np.ndarray, targets: np.ndarray):
-    """Per point: the squared distance to the nearest target and that target, ``(P,)``, ``(P, 2)``."""
+    """Return per point the squared distance to the nearest target, and that target.
+
+    Returns:
+        ``(P,)`` ``float64`` squared distances and ``(P, 2)`` target points.
+
+    """
     best = np.empty(len(points))
     nearest = np.empty((len(points), 2))
     block = max(1, _BLOCK_ELEMENTS // max(len(targets), 1))
@@ -165,7 +170,7 @@ def polygon_to_mask(coords: Sequence[float], width: int, height: int) -> np.ndar
 
 
 def label_lines(instances: Sequence[dict], class_ids: dict) -> str:
-    """The label file text of one image: ``class x1 y1 ...`` per polygon of each instance."""
+    """Return the label file text of one image: ``class x1 y1 ...`` per polygon of each part."""
     lines = []
     for instance in instances:
         cls = class_ids[instance['label']]
@@ -191,7 +196,7 @@ def place_image(source: Path, target: Path) -> None:
 def write_dataset_yaml(yolo_dir: Path, categories: Sequence[str]) -> Path:
     """Write ``data.yaml``: the image folder for train and val, and the class names."""
     data = {'path': str(Path(yolo_dir).resolve()), 'train': 'images', 'val': 'images',
-            'names': {i: name for i, name in enumerate(categories)}}
+            'names': dict(enumerate(categories))}
     header = ('# Written by zs_perception_annotate. train and val are the same images: split\n'
               '# them before training a model you want to evaluate.\n')
     return write_text(Path(yolo_dir) / 'data.yaml',
