@@ -630,9 +630,11 @@ def config_from_args(args: argparse.Namespace) -> AnnotateConfig:
         if reason is not None:
             raise UsageError(f'--{name.replace("_", "-")}: {reason}.')
         engine[name] = value
-    for name in ('tag_threshold',):
-        if not 0.0 <= getattr(args, name) <= 1.0:
-            raise UsageError(f'--tag-threshold must be in [0, 1], got {args.tag_threshold}.')
+    if not 0.0 <= args.tag_threshold <= 1.0:
+        raise UsageError(f'--tag-threshold must be in [0, 1], got {args.tag_threshold}.')
+    if args.max_tags < 1 or args.batch_size < 1:
+        raise UsageError(f'--max-tags and --batch-size must be at least 1, got '
+                         f'{args.max_tags} and {args.batch_size}.')
     for name in ('min_depth_m', 'max_depth_m'):
         reason = validate(name, getattr(args, name))
         if reason is not None:
