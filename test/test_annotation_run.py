@@ -270,6 +270,11 @@ def test_empty_vocabulary_without_tagging_is_one_line_exit_2(tmp_path, folder, c
     assert main([str(folder), '-o', str(tmp_path / 'p'), '--vocabulary', 'mug',
                  '--set', 'stability_iou']) == 2
     assert 'NAME=NUMBER' in capsys.readouterr().err
+    assert main([str(folder), '-o', str(tmp_path / 'q'), '--vocabulary', 'mug', '-q',
+                 '--clipseg-model', str(tmp_path / 'no_such_model')]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith('zs_perception_annotate: error: ') and 'no_such_model' in err[-1]
+    assert json.loads((tmp_path / 'q' / MANIFEST).read_text())['status'] == 'failed'
 
 
 def test_other_settings_in_the_same_output_are_refused(tiny_models, folder, finished):

@@ -122,7 +122,8 @@ class Summary:
 
     Attributes:
         output: the output folder.
-        status: ``'complete'``, ``'interrupted'`` or ``'partial'`` (``--limit``).
+        status: ``'complete'`` or ``'partial'`` (``--limit``); the manifest also records
+            ``'interrupted'`` and ``'failed'`` runs, which raise.
         images: images in the input.
         annotated: images with a record (this run and earlier ones).
         resumed: records found from an earlier run (not redone).
@@ -342,6 +343,9 @@ def annotate(config: AnnotateConfig, on_image: Optional[Callable[[str], None]] =
             status = 'partial'
     except KeyboardInterrupt:
         status = 'interrupted'
+        raise
+    except BaseException:
+        status = 'failed'  # e.g. weights missing, disk full: the records so far are kept
         raise
     finally:
         _write_outputs(output, config, source, categories, settings_hash, created, status,

@@ -93,50 +93,63 @@ def _bridge_holes(outline: np.ndarray, holes: List[np.ndarray]) -> np.ndarray:
     bridge never crosses another hole or leaves the part. The even-odd fill of the result does
     not depend on where a detour is inserted: a bridge is traversed twice and cancels.
     """
-    if not holes:
-        return outline
-    points = np.concatenate(holes)
-    sizes = np.array([len(h) for h in holes])
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    owner = np.repeat(np.arange(len(holes)), sizes)
-    best, target = _nearest(points, outline)  # per hole point: distance² and nearest point
-    alive = np.ones(len(holes), bool)
     polygon = outline
-    for _ in range(len(holes)):
-        per_hole = np.minimum.reduceat(np.where(alive[owner], best, np.inf), starts)
-        pick = int(per_hole.argmin())
-        alive[pick] = False
+    best = _nearest_to_outline(holes, outline)  # per hole: (distance², index in hole, point)
+    boxes = [(hole.min(axis=0), hole.max(axis=0)) for hole in holes]
+    remaining = set(range(len(holes)))
+    while remaining:
+        pick = min(remaining, key=lambda h: (best[h][0], h))
+        remaining.discard(pick)
+        _, j, point = best[pick]
         hole = holes[pick]
-        j = int(best[starts[pick]:starts[pick] + sizes[pick]].argmin())
-        point = target[starts[pick] + j]
         i = int(np.flatnonzero((polygon == point).all(axis=1))[0])
         polygon = np.concatenate([polygon[:i + 1], hole[j:], hole[:j + 1], polygon[i:]])
-        rest = np.flatnonzero(alive[owner])
-        if rest.size:  # what is joined grew by this hole: some points are nearer to it now
-            d, t = _nearest(points[rest], hole)
-            better = d < best[rest]
-            best[rest[better]] = d[better]
-            target[rest[better]] = t[better]
+        for h in remaining:  # what is joined grew by this hole: maybe nearer to it now
+            gap = np.maximum(np.maximum(boxes[pick][0] - boxes[h][1],
+                                        boxes[h][0] - boxes[pick][1]), 0.0)
+            if float(gap @ gap) < best[h][0]:  # the boxes' gap bounds the distance from below
+                candidate = _nearest(holes[h], hole)
+                if candidate[0] < best[h][0]:
+                    best[h] = candidate
     return polygon
 
 
 def _nearest(points: np.ndarray, targets: np.ndarray):
-    """Return per point the squared distance to the nearest target, and that target.
+    """Return ``(distance², index in points, target point)`` of the closest pair."""
+    best = (np.inf, 0, targets[0])
+    block = max(1, _BLOCK_ELEMENTS // len(points))
+    for start in range(0, len(targets), block):
+        chunk = targets[start:start + block]
+        d = ((points[:, None, :] - chunk[None, :, :]) ** 2).sum(axis=2)
+        i, j = divmod(int(d.argmin()), d.shape[1])
+        if d[i, j] < best[0]:
+            best = (float(d[i, j]), i, chunk[j])
+    return best
 
-    Returns:
-        ``(P,)`` ``float64`` squared distances and ``(P, 2)`` target points.
 
+def _nearest_to_outline(holes: List[np.ndarray], outline: np.ndarray) -> list:
+    """Per hole, :func:`_nearest` to the outline, from one exact distance transform.
+
+    The outline's integer points are the zeros of a canvas over its box; the exact Euclidean
+    distance transform gives every hole point's distance to the outline, the closest hole
+    point is the pair's hole end, and the outline point nearest to it the other end.
     """
-    best = np.empty(len(points))
-    nearest = np.empty((len(points), 2))
-    block = max(1, _BLOCK_ELEMENTS // max(len(targets), 1))
-    for start in range(0, len(points), block):
-        chunk = points[start:start + block]
-        d = ((chunk[:, None, :] - targets[None, :, :]) ** 2).sum(axis=2)
-        j = d.argmin(axis=1)
-        best[start:start + len(chunk)] = d[np.arange(len(chunk)), j]
-        nearest[start:start + len(chunk)] = targets[j]
-    return best, nearest
+    if not holes:
+        return []
+    origin = outline.min(axis=0).astype(np.int64)
+    size = outline.max(axis=0).astype(np.int64) - origin + 1
+    canvas = np.full((int(size[1]), int(size[0])), 255, np.uint8)
+    local = outline.astype(np.int64) - origin
+    canvas[local[:, 1], local[:, 0]] = 0
+    distance = cv2.distanceTransform(canvas, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    out = []
+    for hole in holes:
+        cells = hole.astype(np.int64) - origin
+        j = int(distance[cells[:, 1], cells[:, 0]].argmin())
+        gaps = ((outline - hole[j]) ** 2).sum(axis=1)
+        k = int(gaps.argmin())
+        out.append((float(gaps[k]), j, outline[k]))
+    return out
 
 
 def _drop_collinear(polygon: np.ndarray) -> np.ndarray:
