@@ -4,7 +4,7 @@ The overlay of an image is the image with each instance's mask tinted, its box a
 ``label score`` drawn by :func:`zs_perception.visualization.draw_overlay`; the colour is the
 category's, the same in every image. The contact sheet (``index.html``, no scripts, no
 network) shows the run's settings, a per-category count table, every annotated image's
-overlay with its labels (and tags) underneath, and the files that were skipped with the
+overlay with its labels underneath (per label: how many, best score; and the tags), and the files that were skipped with the
 reason.
 """
 
@@ -135,7 +135,12 @@ def write_contact_sheet(path: Path, manifest: Dict[str, Any],
     parts.append('<h2>Images</h2><div class="grid">')
     for record in records:
         src = quote(f'{overlay_dir}/{record["key"]}.png')
-        labels = ', '.join(f'{i["label"]} {i["score"]:.2f}' for i in record['instances'])
+        found = {}
+        for instance in record['instances']:  # label -> (count, best score), first seen first
+            count, best = found.get(instance['label'], (0, 0.0))
+            found[instance['label']] = (count + 1, max(best, instance['score']))
+        labels = ', '.join(f'{label} x{count} (best {best:.2f})'
+                           for label, (count, best) in found.items())
         caption = [f'<b>{esc(record["file_name"])}</b>',
                    esc(labels) if labels else '<span class="none">nothing found</span>']
         if record.get('tags') is not None:
