@@ -4,8 +4,8 @@ The overlay of an image is the image with each instance's mask tinted, its box a
 ``label score`` drawn by :func:`zs_perception.visualization.draw_overlay`; the colour is the
 category's, the same in every image. The contact sheet (``index.html``, no scripts, no
 network) shows the run's settings, a per-category count table, every annotated image's
-overlay with its labels underneath (per label: how many, best score; and the tags), and the files that were skipped with the
-reason.
+overlay with its labels underneath (per label: how many, best score; and the tags), and the
+files that were skipped with the reason.
 """
 
 import html
