@@ -23,10 +23,13 @@ setup(
         'torchvision',
         'transformers>=5.0,<6',
         'segment-anything',
+        'pycocotools',
+        'pyyaml',
     ],
     entry_points={
         'console_scripts': [
             'zs-make-random-models = zs_perception.testing.random_models:main',
+            'zs_perception_annotate = zs_perception.annotation.run:main',
         ],
     },
 )
