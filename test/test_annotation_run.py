@@ -220,7 +220,20 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(tiny_models, f
     assert again.resumed == 6 and again.annotated == 6
 
 
-def test_killed_process_loses_nothing_and_resumes(tiny_models, tmp_path):
+def _start_and_wait(args, records: Path, count: int) -> subprocess.Popen:
+    """Start the command; return once ``count`` records exist (failing if it ends first)."""
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if records.is_dir() and len(list(records.glob('[!.]*.json'))) >= count:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, 'the run ended before it could be stopped: ' + \
+        proc.stderr.read().decode()
+    return proc
+
+
+def test_terminated_then_killed_process_loses_nothing_and_resumes(tiny_models, tmp_path):
     src = make_folder(tmp_path / 'many', 24, size=(120, 160), seed=3)
     out = tmp_path / 'run'
     args = [sys.executable, '-m', 'zs_perception.annotation', str(src), '-o', str(out),
@@ -228,18 +241,20 @@ def test_killed_process_loses_nothing_and_resumes(tiny_models, tmp_path):
             str(tiny_models / 'clipseg'), '--device', 'cpu', '--allow-random-weights',
             '--threshold', '0.5', '--min-area-px', '8', '--max-objects', '12',
             '--batch-size', '2', '-q']
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        if (out / RECORDS).is_dir() and len(list((out / RECORDS).glob('[!.]*.json'))) >= 3:
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, 'the run ended before it could be killed: ' + \
-        proc.stderr.read().decode()
+    proc = _start_and_wait(args, out / RECORDS, 2)
+    proc.send_signal(signal.SIGTERM)  # graceful: in-flight images finish, files rebuilt
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and b'Run the same command again to resume' in err
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest['status'] == 'interrupted'
+    first = len(list((out / RECORDS).glob('[!.]*.json')))
+    assert len(json.loads((out / COCO_FILE).read_text())['images']) == first
+
+    proc = _start_and_wait(args, out / RECORDS, first + 2)  # resumes, then is killed
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     written = sorted((out / RECORDS).glob('[!.]*.json'))  # not a temporary file being written
-    assert 3 <= len(written) < 24
+    assert first + 2 <= len(written) < 24
     for path in written:  # every record there is whole
         assert json.loads(path.read_text())['file_name']
     mtimes = {p.name: p.stat().st_mtime_ns for p in written}
@@ -400,3 +415,13 @@ def test_command_is_installed_and_core_is_ros_free():
             'print([m for m in sys.modules if m.split(".")[0] == "rclpy"])')
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
     assert out.stdout.strip() == '[]', out.stderr
+
+
+def test_limit_annotates_part_and_the_rest_later(tiny_models, folder, finished, tmp_path):
+    out = tmp_path / 'run'
+    part = annotate(config(tiny_models, folder, out, limit=4))  # in order: 2 broken, 2 good
+    assert part.status == 'partial' and part.annotated == 2 and len(part.skipped) == 2
+    assert json.loads((out / MANIFEST).read_text())['status'] == 'partial'
+    rest = annotate(config(tiny_models, folder, out))
+    assert rest.status == 'complete' and rest.resumed == 2 and rest.annotated == 6
+    assert _outputs(out) == _outputs(finished[0])

@@ -611,7 +611,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument('--batch-size', type=int, default=1,
                      help='images read ahead and written behind while the model runs '
                      '(threads; 1: one image at a time); the segmenter takes one image per call')
-    run.add_argument('--limit', type=int, help='annotate at most this many more images')
+    run.add_argument('--limit', type=int, help='process at most this many more images '
+                     '(annotated or skipped), in input order')
     run.add_argument('--overwrite', action='store_true',
                      help='start the run in --output again instead of resuming it')
     run.add_argument('--no-progress', action='store_true', help='no progress line on stderr')
