@@ -56,7 +56,7 @@ START_UP_ERRORS = {
     'out of range': (['-p', 'max_objects:=1000'], 'max_objects must be an integer in [1, 255], '
                      'got 1000'),
     'bad choice': (['-p', 'reliability:=maybe'], "reliability must be one of 'best_effort'"),
-    'string for a float': (['-p', 'threshold:=high'], 'threshold must be a float'),
+    'string for a float': (['-p', 'threshold:=high'], 'threshold must be a number'),
     'typo in params file': ('/**/zs_perception:\n  ros__parameters:\n    treshold: 0.5\n',
                             "'treshold' (did you mean 'threshold'?)"),
     'missing model': (['-p', 'clipseg_model:=/no/such/model/dir'], '/no/such/model/dir'),
