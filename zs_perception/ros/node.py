@@ -383,7 +383,7 @@ class PerceptionNode(Node):
         times = dict(result.timings)
         times['wait'] = started - arrived
         t = time.perf_counter()
-        self._publish(header, result, settings)
+        self._publish_if_open(header, result, settings)
         times['publish'] = time.perf_counter() - t
         if result.stamp_ok:
             times['latency'] = self._now_s() - frame.stamp_s
@@ -393,12 +393,12 @@ class PerceptionNode(Node):
             self.health.timing(stage, seconds)
 
     # ---------------------------------------------------------------- publishing
-    def _publish(self, header, result, settings) -> None:
+    def _publish_if_open(self, header, result, settings) -> None:
         with self._publish_gate:
             if self._publishing and self.context.ok():
-                self._publish_outputs(header, result, settings)
+                self._publish(header, result, settings)
 
-    def _publish_outputs(self, header, result, settings) -> None:
+    def _publish(self, header, result, settings) -> None:
         rgb, instances, geometries, ids = (result.rgb, result.instances, result.geometries,
                                            result.ids)
         out = SegmentedObjectArray(header=header, prompts=list(result.prompts),
