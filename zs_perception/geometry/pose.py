@@ -346,8 +346,10 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
     occluded = n_occluded >= OCCLUDED_SHARE * max(1, n_outline - n_unseen)
     position, rotation, quat, extents, shape, residual = measure(
         points, trim_percent / 100.0, sigma)
+    with np.errstate(over='ignore'):
+        points32 = points.astype(np.float32)  # what is published: finite in float32 too
     if not (np.isfinite(position).all() and np.isfinite(quat).all()
-            and np.isfinite(extents).all() and np.isfinite(points).all()):
+            and np.isfinite(extents).all() and np.isfinite(points32).all()):
         return ObjectGeometry.without_pose(
             'non-finite pose (absurd intrinsics? e.g. a principal point far outside the image)',
             0, valid_fraction, truncated=truncated)
@@ -357,7 +359,7 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
     if extents[1] < 2.0 * sigma * (position[2] / z_ref) ** 2 + 1e-6:
         return ObjectGeometry.without_pose(
             'degenerate points (collinear: a line seen on depth, no surface to fit)',
-            len(points), valid_fraction, points.astype(np.float32), truncated, occluded)
+            len(points), valid_fraction, points32, truncated, occluded)
     observed = 1.0 - (n_occluded + n_border + 0.5 * n_unseen) / max(1, n_outline)
     confidence = (max(0.0, observed) * min(1.0, valid_fraction / 0.8)
                   / (1.0 + residual ** 2) * len(points) / (len(points) + 30.0)
@@ -365,9 +367,8 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
     return ObjectGeometry(
         has_pose=True, status=STATUS_OK, position=position, rotation=rotation,
         quaternion=quat, extents=extents, num_points=len(points),
-        valid_fraction=valid_fraction, points=points.astype(np.float32),
-        shape=SHAPES[shape], truncated=truncated, occluded=bool(occluded),
-        pose_confidence=float(np.clip(confidence, 0.0, 1.0)))
+        valid_fraction=valid_fraction, points=points32, shape=SHAPES[shape],
+        truncated=truncated, occluded=bool(occluded), pose_confidence=float(np.clip(confidence, 0.0, 1.0)))
 
 
 def _rest_on_plane(position, rotation, extents, shape, planes, sigma, z_ref):
