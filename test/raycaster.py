@@ -211,7 +211,7 @@ def _box_two_faces(shape, r_cw, t_cw, min_cos=0.1):
 
 
 def make_object(family: str, rng) -> Shape:
-    """A random object of a family: 'box', 'book_flat', 'book_tilted', 'cyl_up', 'cyl_lying'."""
+    """Draw an object of a family: 'box', 'book_flat', 'book_tilted', 'cyl_up', 'cyl_lying'."""
     if family == 'box':
         size = rng.uniform(0.03, 0.40, 3)
         rot = rotation(rng.uniform(-np.pi, np.pi), *np.radians(rng.uniform(-60, 60, 2)))
@@ -308,7 +308,7 @@ def family_scene(family: str, seed: int, camera: str = 'vga', *, mode: str = 'cl
 
 
 def _occluder(obj: Shape, cam_world, rng) -> Shape:
-    """A box on the table between the camera and ``obj``, shifted sideways."""
+    """Place a box on the table between the camera and ``obj``, shifted sideways."""
     toward = cam_world[:2] - obj.centre[:2]
     dist = np.linalg.norm(toward)
     toward /= dist

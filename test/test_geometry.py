@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from zs_perception.geometry import CameraIntrinsics, depth_to_metres, estimate_object_geometry
 from zs_perception.geometry import _box_fit, _cylinder_fit, _linalg, _measure, _points
+from zs_perception.geometry import CameraIntrinsics, depth_to_metres, estimate_object_geometry
 from zs_perception.geometry import obstacle_cloud, rotation_to_quaternion
 from zs_perception.testing.scene import render_scene
 

@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-import geometry_accuracy as accuracy  # noqa: E402
+import geometry_accuracy as accuracy  # noqa: E402,I100
 import raycaster  # noqa: E402
 
 from zs_perception.geometry import CameraIntrinsics, estimate_object_geometry  # noqa: E402

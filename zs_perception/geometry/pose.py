@@ -388,7 +388,8 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
         has_pose=True, status=STATUS_OK, position=position, rotation=rotation,
         quaternion=quat, extents=extents, num_points=len(points),
         valid_fraction=valid_fraction, points=points32, shape=SHAPES[shape],
-        truncated=truncated, occluded=bool(occluded), pose_confidence=float(np.clip(confidence, 0.0, 1.0)))
+        truncated=truncated, occluded=bool(occluded),
+        pose_confidence=float(np.clip(confidence, 0.0, 1.0)))
 
 
 def _rest_on_plane(position, rotation, extents, shape, planes, sigma, z_ref):
