@@ -340,12 +340,6 @@ def link_surface(depth, candidate, seeds, sigma_ref, z_ref, slope_per_px, min_sh
             if k < 0 or keep[k] or join[k]:
                 continue
             r, c = p // cols, p % cols
-            at_gap = False  # only a pixel beside missing depth can bridge a gap
-            for rr, cc in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)):
-                if 0 <= rr < rows and 0 <= cc < cols and not np.isfinite(depth[rr, cc]):
-                    at_gap = True
-            if not at_gap:
-                continue
             z = depth[r, c]
             noise = GAP_SIGMAS * np.sqrt(2.0) * sigma_ref * (z / z_ref) ** 2
             for rr in range(max(0, r - _BRIDGE_PX), min(rows, r + _BRIDGE_PX + 1)):

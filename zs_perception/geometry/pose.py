@@ -268,17 +268,10 @@ def _disk(radius: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
 
 
-@functools.lru_cache(maxsize=32)
-def _square(radius: int) -> np.ndarray:
-    return cv2.getStructuringElement(cv2.MORPH_RECT, (2 * radius + 1,) * 2)
-
-
-def _dilate(mask: np.ndarray, radius: int, square: bool = False) -> np.ndarray:
-    """Dilate by ``radius`` px with a disk (a square, which OpenCV separates, when asked)."""
+def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     if radius <= 0:
         return mask.copy()
-    kernel = _square(radius) if square else _disk(radius)
-    return cv2.dilate(mask.view(np.uint8), kernel).view(bool)
+    return cv2.dilate(mask.view(np.uint8), _disk(radius)).view(bool)
 
 
 def _touches_border(mask: np.ndarray) -> bool:
@@ -343,10 +336,7 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
     kept = _points.link_surface(depth_in, candidate & ~gone, seeds & ~gone, sigma, z_ref,
                                 slope, min_share)
     for _ in range(_FLYING_PASSES):
-        peeled = _points.peel_flying(depth_in, kept, sigma, z_ref)
-        if np.count_nonzero(peeled) == np.count_nonzero(kept):
-            break  # nothing (more) to peel
-        kept = peeled
+        kept = _points.peel_flying(depth_in, kept, sigma, z_ref)
     points = _points.window_points(depth_in, kept, x0, y0, xs, ys, min_depth_m, max_depth_m,
                                    max_points)[:, :3]
     if len(points) < min_points:
@@ -437,7 +427,7 @@ def _support_planes(depth, inside, core, ring_px, x0, y0, xs, ys, min_depth, max
         without a plane).
 
     """
-    ring = _dilate(inside, ring_px, square=True) & ~_dilate(inside, _RING_INNER_PX, True)
+    ring = _dilate(inside, ring_px) & ~_dilate(inside, _RING_INNER_PX)
     ring_points = _points.window_points(depth, ring, x0, y0, xs, ys, min_depth, max_depth,
                                         _points._RANSAC_POINTS)
     core_points = _points.window_points(depth, core, x0, y0, xs, ys, min_depth, max_depth,
