@@ -363,6 +363,7 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
     spread = _NOISE_QUANTILE * measured * (position[2] / z_ref) ** 2 * np.abs(rotation.T @ ray)
     if SHAPES[shape] != 'cylinder':  # a cylinder's diameter comes from its fitted radius
         extents = np.maximum(extents - 2.0 * spread, 0.5 * extents)
+        rotation, extents = _longest_first(rotation, extents, position)
     position, rotation, extents = _rest_on_plane(position, rotation, extents, SHAPES[shape],
                                                  planes, sigma, z_ref)
     quat = quaternion(rotation)
@@ -409,10 +410,16 @@ def _rest_on_plane(position, rotation, extents, shape, planes, sigma, z_ref):
         extents = extents.copy()
         extents[k] += grow
         position = position - np.sign(cos[k]) * rotation[:, k] * (0.5 * grow)
-        order = np.argsort(-extents, kind='stable')
-        rotation = orient(np.ascontiguousarray(rotation[:, order]), position)
-        return position, rotation, extents[order]
+        return (position, *_longest_first(rotation, extents, position))
     return position, rotation, extents
+
+
+def _longest_first(rotation, extents, position):
+    """Sort extents ``x >= y >= z`` with their axes; the sign convention applied again."""
+    order = np.argsort(-extents, kind='stable')
+    if np.array_equal(order, np.arange(3)):
+        return rotation, extents
+    return orient(np.ascontiguousarray(rotation[:, order]), position), extents[order]
 
 
 def _support_planes(depth, inside, core, ring_px, x0, y0, xs, ys, min_depth, max_depth,
