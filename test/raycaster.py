@@ -211,7 +211,7 @@ def _box_two_faces(shape, r_cw, t_cw, min_cos=0.1):
 
 
 def make_object(family: str, rng) -> Shape:
-    """A random object of a family: 'box', 'book_flat', 'book_tilted', 'cyl_up', 'cyl_lying'."""
+    """Draw an object of a family: 'box', 'book_flat', 'book_tilted', 'cyl_up', 'cyl_lying'."""
     if family == 'box':
         size = rng.uniform(0.03, 0.40, 3)
         rot = rotation(rng.uniform(-np.pi, np.pi), *np.radians(rng.uniform(-60, 60, 2)))
@@ -308,7 +308,7 @@ def family_scene(family: str, seed: int, camera: str = 'vga', *, mode: str = 'cl
 
 
 def _occluder(obj: Shape, cam_world, rng) -> Shape:
-    """A box on the table between the camera and ``obj``, shifted sideways."""
+    """Place a box on the table between the camera and ``obj``, shifted sideways."""
     toward = cam_world[:2] - obj.centre[:2]
     dist = np.linalg.norm(toward)
     toward /= dist
@@ -393,8 +393,14 @@ def change_mask(mask, px):
 def apply_faults(scene: Scene, faults, seed: int):
     """``(depth_m, mask)`` of object 0 with the named ``faults`` (see ``FAULTS``)."""
     rng = np.random.default_rng([seed, 77])
-    depth = scene.depth_m.copy()
     mask = scene.masks[0]
+    rows, cols = np.nonzero(np.isfinite(scene.depth_m))
+    if rows.size == 0:
+        return scene.depth_m.copy(), mask
+    # Only the rendered window has depth: apply the faults there (the same at any size).
+    r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    full = np.full_like(scene.depth_m, np.nan)
+    depth = scene.depth_m[r0:r1, c0:c1].copy()
     if 'flying' in faults:
         depth = flying_pixels(depth, rng)
     if 'noise' in faults:
@@ -405,6 +411,8 @@ def apply_faults(scene: Scene, faults, seed: int):
         raw = np.where(np.isfinite(depth), np.round(depth * 1000.0), 0).astype(np.uint16)
         from zs_perception.geometry import depth_to_metres
         depth = depth_to_metres(raw, '16UC1')
+    full[r0:r1, c0:c1] = depth
+    depth = full
     if 'dilate4' in faults:
         mask = change_mask(mask, 4)
     if 'erode2' in faults:

@@ -118,7 +118,7 @@ def fit_box_axes(points, axes):
 
 @njit('Tuple((f8[:, :], f8[:], f8[:]))(f8[:, :], f8[:, :], f8)', cache=True, nogil=True)
 def oriented_box(centred, axes, trim):
-    """The box the centred points hug: axes turned onto its faces and trimmed extents.
+    """Fit the box the centred points hug: axes turned onto its faces, trimmed extents.
 
     Args:
         centred: ``(n, 3)`` points minus their mean, metres.

@@ -32,8 +32,9 @@ def fit_cylinder(local, x_lo, x_hi):
     Returns:
         ``(8,)``: the axis' ``y, z`` at ``x = 0``, its tilt ``dy/dx, dz/dx``, the radius and
         rms residual in metres, the angle in radians the fitted points span around the
-        axis (10 degree sectors holding at least 1 % of them), and the median distance (m) of all side points to the fitted surface; all
-        NaN for fewer than 20 side points or a degenerate fit (e.g. collinear points).
+        axis (10 degree sectors holding at least 1 % of them), and the median distance
+        (m) of all side points to the fitted surface; all NaN for fewer than 20 side
+        points or a degenerate fit (e.g. collinear points).
 
     """
     band = CAP_BAND * (x_hi - x_lo)

@@ -357,6 +357,19 @@ def link_surface(depth, candidate, seeds, sigma_ref, z_ref, slope_per_px, min_sh
     return out
 
 
+@njit('b1(b1[:, :], i8, i8)', cache=True, nogil=True)
+def on_outline(kept, r, c):
+    """Whether pixel ``(r, c)`` is kept and has a non-kept 8-neighbour (or the window edge)."""
+    rows, cols = kept.shape
+    if not kept[r, c]:
+        return False
+    for rr in range(r - 1, r + 2):
+        for cc in range(c - 1, c + 2):
+            if rr < 0 or rr >= rows or cc < 0 or cc >= cols or not kept[rr, cc]:
+                return True
+    return False
+
+
 @njit('i8[:](f4[:, :], b1[:, :], i8, i8, i8, i8, f8, f8, f8, i8)', cache=True, nogil=True)
 def outline(depth, kept, row0, col0, height, width, sigma_ref, z_ref,
             slope_per_px, radius):
@@ -378,15 +391,7 @@ def outline(depth, kept, row0, col0, height, width, sigma_ref, z_ref,
     counts = np.zeros(4, np.int64)
     for r in range(rows):
         for c in range(cols):
-            if not kept[r, c]:
-                continue
-            edge = False
-            for dr in range(-1, 2):
-                for dc in range(-1, 2):
-                    rr, cc = r + dr, c + dc
-                    if rr < 0 or rr >= rows or cc < 0 or cc >= cols or not kept[rr, cc]:
-                        edge = True
-            if not edge:
+            if not on_outline(kept, r, c):
                 continue
             counts[0] += 1
             gr, gc = row0 + r, col0 + c
@@ -438,15 +443,7 @@ def peel_flying(depth, kept, sigma_ref, z_ref):
     out = kept.copy()
     for r in range(rows):
         for c in range(cols):
-            if not kept[r, c]:
-                continue
-            edge = False
-            for dr in range(-1, 2):
-                for dc in range(-1, 2):
-                    rr, cc = r + dr, c + dc
-                    if rr < 0 or rr >= rows or cc < 0 or cc >= cols or not kept[rr, cc]:
-                        edge = True
-            if not edge:
+            if not on_outline(kept, r, c):
                 continue
             z = depth[r, c]
             tol = FLYING_SIGMAS * np.sqrt(6.0) * sigma_ref * (z / z_ref) ** 2

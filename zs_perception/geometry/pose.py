@@ -44,6 +44,8 @@ _MIN_HEIGHT_M = 0.003
 _BEHIND_SHARE = 0.05
 # Layers of mixed depth pixels at the outline that may be peeled off.
 _FLYING_PASSES = 2
+# Noise deviations (at the trimmed percentile) each end of an extent is widened by.
+_NOISE_QUANTILE = 1.5
 # An axis this close (deg) to a support plane's normal may be extended onto the plane.
 _CONTACT_DEG = 25.0
 # Outline pixels searched (px) for nearer depth, and the outline share that is occlusion.
@@ -314,7 +316,8 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
         core = inside & valid
     z_ref = float(np.median(depth_in[core]))
     # Per-object noise model: sigma(z) = sigma_ref * (z / z_ref) ** 2, with a floor.
-    sigma = max(_points.depth_noise(depth_in, core), _points.NOISE_FLOOR_M * z_ref ** 2)
+    measured = _points.depth_noise(depth_in, core)
+    sigma = max(measured, _points.NOISE_FLOOR_M * z_ref ** 2)
     x0, y0 = (v0 - intr.cx) / intr.fx, (w0 - intr.cy) / intr.fy
     xs, ys = 1.0 / intr.fx, 1.0 / intr.fy
     slope = np.tan(np.radians(_points.MAX_SLOPE_DEG)) / min(intr.fx, intr.fy)
@@ -326,6 +329,7 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
         depth_in = _points.denoise(depth_in, np.ones_like(inside), _DENOISE_HALF_WINDOW,
                                    min(3.0 * sigma, 0.5 * height))
         sigma = max(_DENOISED_SHARE * sigma, _points.NOISE_FLOOR_M * z_ref ** 2)
+        measured *= _DENOISED_SHARE
     candidate = _dilate(inside, grow_px)
     gone = _points.background(depth_in, candidate, x0, y0, xs, ys, min_depth_m, max_depth_m,
                               sigma, z_ref, planes)
@@ -346,18 +350,27 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
     occluded = n_occluded >= OCCLUDED_SHARE * max(1, n_outline - n_unseen)
     position, rotation, quat, extents, shape, residual = measure(
         points, trim_percent / 100.0, sigma)
+    with np.errstate(over='ignore'):
+        points32 = points.astype(np.float32)  # what is published: finite in float32 too
     if not (np.isfinite(position).all() and np.isfinite(quat).all()
-            and np.isfinite(extents).all() and np.isfinite(points).all()):
+            and np.isfinite(extents).all() and np.isfinite(points32).all()):
         return ObjectGeometry.without_pose(
             'non-finite pose (absurd intrinsics? e.g. a principal point far outside the image)',
             0, valid_fraction, truncated=truncated)
+    # Measured depth noise widens the trimmed range along the viewing ray at each end; take
+    # that off (a thin book seen at 2 m would grow by a third).
+    ray = position / max(np.linalg.norm(position), 1e-9)
+    spread = _NOISE_QUANTILE * measured * (position[2] / z_ref) ** 2 * np.abs(rotation.T @ ray)
+    if SHAPES[shape] != 'cylinder':  # a cylinder's diameter comes from its fitted radius
+        extents = np.maximum(extents - 2.0 * spread, 0.5 * extents)
+        rotation, extents = _longest_first(rotation, extents, position)
     position, rotation, extents = _rest_on_plane(position, rotation, extents, SHAPES[shape],
                                                  planes, sigma, z_ref)
     quat = quaternion(rotation)
     if extents[1] < 2.0 * sigma * (position[2] / z_ref) ** 2 + 1e-6:
         return ObjectGeometry.without_pose(
             'degenerate points (collinear: a line seen on depth, no surface to fit)',
-            len(points), valid_fraction, points.astype(np.float32), truncated, occluded)
+            len(points), valid_fraction, points32, truncated, occluded)
     observed = 1.0 - (n_occluded + n_border + 0.5 * n_unseen) / max(1, n_outline)
     confidence = (max(0.0, observed) * min(1.0, valid_fraction / 0.8)
                   / (1.0 + residual ** 2) * len(points) / (len(points) + 30.0)
@@ -365,8 +378,8 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
     return ObjectGeometry(
         has_pose=True, status=STATUS_OK, position=position, rotation=rotation,
         quaternion=quat, extents=extents, num_points=len(points),
-        valid_fraction=valid_fraction, points=points.astype(np.float32),
-        shape=SHAPES[shape], truncated=truncated, occluded=bool(occluded),
+        valid_fraction=valid_fraction, points=points32, shape=SHAPES[shape],
+        truncated=truncated, occluded=bool(occluded),
         pose_confidence=float(np.clip(confidence, 0.0, 1.0)))
 
 
@@ -397,10 +410,16 @@ def _rest_on_plane(position, rotation, extents, shape, planes, sigma, z_ref):
         extents = extents.copy()
         extents[k] += grow
         position = position - np.sign(cos[k]) * rotation[:, k] * (0.5 * grow)
-        order = np.argsort(-extents, kind='stable')
-        rotation = orient(np.ascontiguousarray(rotation[:, order]), position)
-        return position, rotation, extents[order]
+        return (position, *_longest_first(rotation, extents, position))
     return position, rotation, extents
+
+
+def _longest_first(rotation, extents, position):
+    """Sort extents ``x >= y >= z`` with their axes; the sign convention applied again."""
+    order = np.argsort(-extents, kind='stable')
+    if np.array_equal(order, np.arange(3)):
+        return rotation, extents
+    return orient(np.ascontiguousarray(rotation[:, order]), position), extents[order]
 
 
 def _support_planes(depth, inside, core, ring_px, x0, y0, xs, ys, min_depth, max_depth,
