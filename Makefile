@@ -3,9 +3,10 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PYTEST_ARGS ?=
-# Fresh machines have no pretrained weights: the demo then runs on generated random weights
-# and says so loudly. With weights: make demo DEMO_ARGS="--clipseg-model DIR_OR_HF_ID".
-DEMO_ARGS ?= --random-weights
+# The demo uses real CLIPSeg weights when it can (the Hugging Face cache, then the hub) and
+# only without both falls back to random weights, saying so loudly (docs/replay.md).
+# Others: make demo DEMO_ARGS="--clipseg-model DIR_OR_HF_ID", "--weights real", "--bag BAG".
+DEMO_ARGS ?=
 
 .PHONY: help setup build test lint demo bench clean
 
