@@ -208,7 +208,7 @@ class BagFrames:
         try:
             with AnyReader([self.path], default_typestore=self.typestore) as reader:
                 self._read(reader, image_topic, depth_topic, camera_info_topic, tolerance_ns)
-        except (AnyReaderError, KeyError) as err:
+        except (AnyReaderError, KeyError, OSError) as err:  # OSError: no metadata.yaml
             raise BagError(f'Cannot read bag {str(self.path)!r}: {err}. Expected a rosbag2 '
                            'recording (sqlite3 or MCAP, CDR serialization).') from err
 

@@ -68,7 +68,7 @@ class OutputRecorder(Node):
         except BagError as err:
             raise ValueError(f'zs_record: {err}') from None
         self._lock = threading.Lock()
-        self._subscriptions: Dict[str, object] = {}
+        self._recorded: Dict[str, object] = {}
         self._skipped: List[str] = []
         self._closed = False
         self.create_timer(_DISCOVERY_PERIOD_S, self._discover)
@@ -83,16 +83,15 @@ class OutputRecorder(Node):
 
     def recording(self) -> List[str]:
         """Return the topics subscribed to so far."""
-        return sorted(self._subscriptions)
+        return sorted(self._recorded)
 
     def _discover(self) -> None:
-        try:
-            found = self.get_publisher_names_and_types_by_node(self._node_name,
-                                                               self._node_namespace)
-        except Exception:  # noqa: B902 the node is not (yet) in the graph: rclpy raises
-            return
+        if (self._node_name, self._node_namespace) not in self.get_node_names_and_namespaces():
+            return  # not (yet) in the graph
+        found = self.get_publisher_names_and_types_by_node(self._node_name,
+                                                           self._node_namespace)
         for topic, types in found:
-            if topic in self._subscriptions or topic in self._skipped:
+            if topic in self._recorded or topic in self._skipped:
                 continue
             if topic.rsplit('/', 1)[-1] == _DEBUG_IMAGE and not self._debug:
                 continue
@@ -107,7 +106,7 @@ class OutputRecorder(Node):
             self._skipped.append(topic)
             self.get_logger().warning(f'Not recording {topic}: {err}')
             return
-        self._subscriptions[topic] = self.create_subscription(
+        self._recorded[topic] = self.create_subscription(
             message_class, topic, lambda data, t=topic: self._write(t, data), _RECORD_QOS,
             raw=True)
         self.get_logger().info(f'Recording {topic} ({msgtype}).')

@@ -1,0 +1,125 @@
+"""Outputs in target_frame: the node with a static target_transform, and with tf2 where it is."""
+
+from helpers_node import FixedMaskSegmenter, Graph
+import numpy as np
+import pytest
+
+from zs_perception.geometry import estimate_object_geometry
+from zs_perception.geometry.transform import RigidTransform
+from zs_perception.ros.conversions import cloud_to_arrays
+from zs_perception.ros.target_frame import tf2_available
+from zs_perception.testing.scene import render_scene
+
+CAMERA = 'camera_color_optical_frame'
+# The camera optical frame in base_link: 0.1 m ahead, 0.5 m up, looking forward (REP-103).
+EXTRINSICS = '0.1 0 0.5 -0.5 0.5 -0.5 0.5'
+NAMES = ('box', 'cylinder')
+
+
+@pytest.fixture(scope='module')
+def scene():
+    return render_scene(320, 240, seed=5)
+
+
+def _expected(scene, transform):
+    """The core's geometry of the scene's masks, moved into base_link."""
+    masks = np.stack([scene['masks'][n] for n in NAMES])
+    geos = estimate_object_geometry(masks, scene['depth_m'], scene['intrinsics'])
+    return [(transform.apply_position(g.position), transform.apply_rotation(g.rotation),
+             transform.apply_points(g.points)) for g in geos]
+
+
+def _check_outputs(graph, scene, header, frame, transform):
+    objects = graph.wait_for_stamp('objects', header)
+    poses = graph.wait_for_stamp('poses', header)
+    markers = graph.wait_for_stamp('markers', header)
+    cloud = graph.wait_for_stamp('points', header)
+    masks = graph.wait_for_stamp('masks', header)
+    assert objects.header.frame_id == poses.header.frame_id == cloud.header.frame_id == frame
+    assert all(m.header.frame_id == frame for m in markers.markers)
+    assert objects.header.stamp == header.stamp
+    # Images stay in the camera frame: they are pixels of the camera.
+    assert masks.header.frame_id == CAMERA
+    assert all(o.mask.header.frame_id == CAMERA for o in objects.objects)
+    points, index = cloud_to_arrays(cloud)
+    for k, (obj, (position, rotation, pts)) in enumerate(zip(objects.objects,
+                                                            _expected(scene, transform))):
+        assert obj.has_pose, obj.pose_status
+        p, q = obj.pose.position, obj.pose.orientation
+        np.testing.assert_allclose([p.x, p.y, p.z], position, atol=1e-6)
+        r = RigidTransform.from_parts([0, 0, 0], [q.x, q.y, q.z, q.w]).rotation
+        np.testing.assert_allclose(r, rotation, atol=1e-6)
+        np.testing.assert_allclose(points[index == k], pts, atol=1e-5)
+        pose = poses.poses[k]
+        assert (pose.position.x, pose.position.y, pose.position.z) == (p.x, p.y, p.z)
+        box = [m for m in markers.markers if m.type == m.CUBE or m.type == m.CYLINDER][k]
+        assert box.pose.position.x == pytest.approx(p.x)
+    return objects
+
+
+def test_static_target_transform_puts_every_3d_output_in_base_link(scene):
+    graph = Graph(FixedMaskSegmenter(scene['masks']),
+                  {'backend': 'clipseg', 'target_frame': 'base_link',
+                   'target_transform': EXTRINSICS})
+    try:
+        graph.set_goal('box; cylinder')
+        header = graph.publish_frame(scene['rgb'], scene['depth_m'], scene['intrinsics'],
+                                     frame_id=CAMERA)
+        objects = _check_outputs(graph, scene, header, 'base_link',
+                                 RigidTransform.parse(EXTRINSICS))
+        # Both objects stand on the table ahead of the robot, below the camera.
+        assert all(o.pose.position.x > 0.5 for o in objects.objects)
+    finally:
+        graph.close()
+
+
+@pytest.mark.parametrize('params, match', [
+    ({'target_transform': EXTRINSICS}, 'target_frame is empty'),
+    ({'target_frame': 'base_link', 'target_transform': '1 2 3'}, 'expected 7 numbers'),
+    ({'target_frame': 'base_link', 'target_transform': '0 0 0 0 0 0 3'}, 'norm'),
+    ({'target_frame': '/base_link'}, 'target_frame'),
+])
+def test_bad_target_configuration_fails_at_start_up(scene, params, match):
+    with pytest.raises(ValueError, match=match):
+        Graph(FixedMaskSegmenter(scene['masks']), {'backend': 'clipseg', **params})
+
+
+@pytest.mark.skipif(tf2_available(), reason='tf2_ros is installed: the tf2 path is used')
+def test_target_frame_without_tf2_says_to_set_target_transform(scene):
+    with pytest.raises(ValueError, match='tf2_ros is not installed.*target_transform'):
+        Graph(FixedMaskSegmenter(scene['masks']), {'backend': 'clipseg',
+                                                   'target_frame': 'base_link'})
+
+
+@pytest.mark.skipif(not tf2_available(),
+                    reason='tf2_ros does not import (it comes with an apt ROS 2 install, '
+                           'not as a PyPI wheel)')
+def test_tf2_transform_at_the_image_stamp_and_honest_reason_without_it(scene):
+    from geometry_msgs.msg import TransformStamped
+    import tf2_ros
+    graph = Graph(FixedMaskSegmenter(scene['masks']),
+                  {'backend': 'clipseg', 'target_frame': 'base_link', 'tf_timeout_s': 0.2})
+    try:
+        graph.set_goal('box; cylinder')
+        # No transform yet: objects come in base_link without poses, saying why.
+        header = graph.publish_frame(scene['rgb'], scene['depth_m'], scene['intrinsics'],
+                                     frame_id=CAMERA)
+        objects = graph.wait_for_stamp('objects', header)
+        assert objects.header.frame_id == 'base_link'
+        assert objects.objects and not any(o.has_pose for o in objects.objects)
+        assert all('no transform' in o.pose_status for o in objects.objects)
+        transform = RigidTransform.parse(EXTRINSICS)
+        msg = TransformStamped()
+        msg.header.frame_id, msg.child_frame_id = 'base_link', CAMERA
+        msg.header.stamp = graph.now()
+        (msg.transform.translation.x, msg.transform.translation.y,
+         msg.transform.translation.z) = transform.translation
+        (msg.transform.rotation.x, msg.transform.rotation.y, msg.transform.rotation.z,
+         msg.transform.rotation.w) = transform.quaternion
+        broadcaster = tf2_ros.StaticTransformBroadcaster(graph.peer)
+        broadcaster.sendTransform(msg)
+        header = graph.publish_frame(scene['rgb'], scene['depth_m'], scene['intrinsics'],
+                                     frame_id=CAMERA)
+        _check_outputs(graph, scene, header, 'base_link', transform)
+    finally:
+        graph.close()
