@@ -195,8 +195,7 @@ def test_recorder_writes_every_output_to_an_mcap_that_rosbags_reads(tmp_path):
             time.sleep(0.05)
         time.sleep(0.3)  # the subscriptions match the node's publishers
         graph.set_goal('box; cylinder')
-        headers = [graph.publish_frame(scene['rgb'], scene['depth_m'], scene['intrinsics'])
-                   for _ in range(1)]
+        headers = [graph.publish_frame(scene['rgb'], scene['depth_m'], scene['intrinsics'])]
         time.sleep(0.2)
         headers.append(graph.publish_frame(scene['rgb'], scene['depth_m'],
                                            scene['intrinsics']))
@@ -233,3 +232,34 @@ def test_recorder_writes_every_output_to_an_mcap_that_rosbags_reads(tmp_path):
         assert [o.label for o in msg.objects] == ['box', 'cylinder']
         assert all(o.has_pose for o in msg.objects)
         assert msg.header.frame_id == 'camera_color_optical_frame'
+
+
+def test_demo_plays_a_bag_and_records_its_outputs(tmp_path, tiny_models, capsys):
+    import json
+
+    from rosbags.highlevel import AnyReader
+
+    from zs_perception.ros import demo
+    frames = []
+    for i in range(2):
+        scene = render_scene(160, 120, seed=i)
+        frames.append((START_NS + i * PERIOD_NS, scene['rgb'], scene['depth_m'],
+                       scene['intrinsics']))
+    write_camera_bag(tmp_path / 'scene_bag', frames)
+    out, recorded = tmp_path / 'out', tmp_path / 'recorded'
+    rc = demo.main(['--output', str(out), '--bag', str(tmp_path / 'scene_bag'),
+                    '--record', str(recorded), '--random-weights', '--backend', 'clipseg',
+                    '--clipseg-model', str(tiny_models / 'clipseg'), '--device', 'cpu',
+                    '--frame-timeout', '120',
+                    '--domain-id', str(int(np.random.default_rng().integers(100, 230)))])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    summary = json.loads((out / 'summary.json').read_text())
+    assert summary['frames_with_result'] == 2 and summary['recorded'] == str(recorded)
+    assert [f['stamp']['sec'] * 10**9 + f['stamp']['nanosec'] for f in summary['frames']] \
+        == [f[0] for f in frames]  # the recorded stamps
+    with AnyReader([recorded]) as reader:
+        conns = [c for c in reader.connections if c.topic == '/zs_perception/objects']
+        stamps = [reader.deserialize(raw, c.msgtype).header.stamp
+                  for c, _, raw in reader.messages(connections=conns)]
+    assert [s.sec * 10**9 + s.nanosec for s in stamps] == [f[0] for f in frames]
