@@ -1,5 +1,8 @@
-"""rosbag2 in and out: a bag the test writes plays like the directory of the same frames,
-and the recorder's MCAP of the node's outputs reads back with rosbags."""
+"""rosbag2 in and out: bag replay, the output recorder and the demo on a bag.
+
+A bag the test writes plays like the directory of the same frames; the recorder's MCAP of
+the node's outputs reads back with rosbags.
+"""
 
 import time
 
@@ -39,7 +42,7 @@ def _frame(i):
 
 @pytest.fixture(scope='module')
 def recordings(tmp_path_factory):
-    """The same frames as a replay directory and as a bag (sqlite3 and MCAP)."""
+    """Write the same frames as a replay directory and as a bag (sqlite3 and MCAP)."""
     root = tmp_path_factory.mktemp('rec')
     directory = root / 'dir'
     directory.mkdir()

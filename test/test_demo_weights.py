@@ -40,7 +40,7 @@ def make_cache(root: Path, clipseg_dir: Path, marked: bool, model: str = MODEL) 
 
 @pytest.fixture
 def offline_hub(monkeypatch, tmp_path):
-    """An empty cache and an unreachable hub, for code in this process."""
+    """Give code in this process an empty cache and an unreachable hub."""
     monkeypatch.setattr(constants, 'HF_HUB_CACHE', str(tmp_path / 'empty_cache'))
     monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', False)
     monkeypatch.setenv('HF_ENDPOINT', UNREACHABLE)

@@ -22,7 +22,7 @@ def scene():
 
 
 def _expected(scene, transform):
-    """The core's geometry of the scene's masks, moved into base_link."""
+    """Return the core's geometry of the scene's masks, moved into base_link."""
     masks = np.stack([scene['masks'][n] for n in NAMES])
     geos = estimate_object_geometry(masks, scene['depth_m'], scene['intrinsics'])
     return [(transform.apply_position(g.position), transform.apply_rotation(g.rotation),
@@ -42,8 +42,8 @@ def _check_outputs(graph, scene, header, frame, transform):
     assert masks.header.frame_id == CAMERA
     assert all(o.mask.header.frame_id == CAMERA for o in objects.objects)
     points, index = cloud_to_arrays(cloud)
-    for k, (obj, (position, rotation, pts)) in enumerate(zip(objects.objects,
-                                                            _expected(scene, transform))):
+    expected = _expected(scene, transform)
+    for k, (obj, (position, rotation, pts)) in enumerate(zip(objects.objects, expected)):
         assert obj.has_pose, obj.pose_status
         p, q = obj.pose.position, obj.pose.orientation
         np.testing.assert_allclose([p.x, p.y, p.z], position, atol=1e-6)

@@ -359,7 +359,7 @@ class BagWriter:
             return
         if not self.knows(msgtype):
             raise BagError(f'No message definition for {msgtype} (topic {topic}); only ROS 2 '
-                           f'Jazzy types and this package\'s msg/*.msg can be recorded.')
+                           "Jazzy types and this package's msg/*.msg can be recorded.")
         self._connections[topic] = self._writer.add_connection(topic, msgtype,
                                                                typestore=self.typestore)
         self.counts[topic] = 0
@@ -436,7 +436,7 @@ def write_camera_bag(path: Union[str, Path],
 
 
 def _camera_info(types, header, intr: CameraIntrinsics):
-    """A rosbags CameraInfo of an undistorted pinhole camera."""
+    """Build a rosbags CameraInfo of an undistorted pinhole camera."""
     roi = types['sensor_msgs/msg/RegionOfInterest'](x_offset=0, y_offset=0, height=0, width=0,
                                                     do_rectify=False)
     return types[CAMERA_INFO](

@@ -30,7 +30,7 @@ from std_msgs.msg import Header, String
 from visualization_msgs.msg import MarkerArray
 
 from zs_perception import config
-from zs_perception.geometry import obstacle_cloud, ObjectGeometry
+from zs_perception.geometry import ObjectGeometry, obstacle_cloud
 from zs_perception.geometry.transform import transform_geometry
 from zs_perception.msg import SegmentedObject, SegmentedObjectArray
 from zs_perception.pipeline.frame_pipeline import FrameInput, FramePipeline

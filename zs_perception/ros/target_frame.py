@@ -77,7 +77,7 @@ class TargetFrame:
             raise ValueError(
                 f'target_frame is {self.frame!r} but tf2_ros is not installed (it comes with '
                 'an apt ROS 2 install: ros-jazzy-tf2-ros) and target_transform is empty; '
-                'install tf2_ros, or set target_transform to the camera\'s pose in '
+                "install tf2_ros, or set target_transform to the camera's pose in "
                 f'{self.frame}: "x y z qx qy qz qw" (m, quaternion), or clear target_frame.')
 
     def resolve(self, source_frame: str, stamp) -> Resolution:
