@@ -3,10 +3,14 @@
 from helpers_node import FixedMaskSegmenter, Graph
 import numpy as np
 import pytest
+import rclpy
+from rclpy.context import Context
+from rclpy.parameter import Parameter
 
 from zs_perception.geometry import estimate_object_geometry
 from zs_perception.geometry.transform import RigidTransform
 from zs_perception.ros.conversions import cloud_to_arrays
+from zs_perception.ros.node import PerceptionNode
 from zs_perception.ros.target_frame import tf2_available
 from zs_perception.testing.scene import render_scene
 
@@ -73,6 +77,19 @@ def test_static_target_transform_puts_every_3d_output_in_base_link(scene):
         graph.close()
 
 
+def _start(scene, params):
+    """Build the node with ``params`` in a context of its own (shut down after)."""
+    context = Context()
+    rclpy.init(context=context, domain_id=int(np.random.default_rng().integers(100, 230)))
+    try:
+        node = PerceptionNode(segmenter=FixedMaskSegmenter(scene['masks']), context=context,
+                              parameter_overrides=[Parameter(k, value=v)
+                                                   for k, v in params.items()])
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+
+
 @pytest.mark.parametrize('params, match', [
     ({'target_transform': EXTRINSICS}, 'target_frame is empty'),
     ({'target_frame': 'base_link', 'target_transform': '1 2 3'}, 'expected 7 numbers'),
@@ -81,14 +98,13 @@ def test_static_target_transform_puts_every_3d_output_in_base_link(scene):
 ])
 def test_bad_target_configuration_fails_at_start_up(scene, params, match):
     with pytest.raises(ValueError, match=match):
-        Graph(FixedMaskSegmenter(scene['masks']), {'backend': 'clipseg', **params})
+        _start(scene, {'backend': 'clipseg', **params})
 
 
 @pytest.mark.skipif(tf2_available(), reason='tf2_ros is installed: the tf2 path is used')
 def test_target_frame_without_tf2_says_to_set_target_transform(scene):
     with pytest.raises(ValueError, match='tf2_ros is not installed.*target_transform'):
-        Graph(FixedMaskSegmenter(scene['masks']), {'backend': 'clipseg',
-                                                   'target_frame': 'base_link'})
+        _start(scene, {'backend': 'clipseg', 'target_frame': 'base_link'})
 
 
 @pytest.mark.skipif(not tf2_available(),
