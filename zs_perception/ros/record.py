@@ -2,8 +2,9 @@
 
 The recorder watches the graph and subscribes to every topic the perception node
 publishes (``~/objects``, ``~/masks``, ``~/poses``, ``~/markers``, ``~/points``,
-``~/debug_image``, ``/diagnostics`` and whatever else it offers), as serialized messages
-(no conversion: the bag holds the CDR bytes the node sent), logged at their arrival on
+``~/debug_image``, ``/diagnostics`` and whatever else it offers; not ``/rosout``,
+``/parameter_events`` nor hidden topics such as an action's ``_action/*``), as serialized
+messages (no conversion: the bag holds the CDR bytes the node sent), logged at their arrival on
 this node's clock, like ``ros2 bag record``. The schemas come from the ROS 2 Jazzy
 definitions and this package's ``msg/*.msg`` (:func:`zs_perception.bags.package_typestore`),
 so Foxglove and ``ros2 bag play`` open the file. A topic of a type without a definition is
@@ -30,6 +31,9 @@ _DISCOVERY_PERIOD_S = 0.2
 # Deep enough that a burst of outputs (one frame publishes about seven topics) is kept.
 _RECORD_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 _DEBUG_IMAGE = 'debug_image'
+# Every node publishes on these; they carry all nodes' logs and parameter changes, not this
+# node's outputs (``ros2 bag record`` topics can add them).
+_INFRASTRUCTURE = ('/rosout', '/parameter_events')
 
 
 class OutputRecorder(Node):
@@ -91,7 +95,8 @@ class OutputRecorder(Node):
         found = self.get_publisher_names_and_types_by_node(self._node_name,
                                                            self._node_namespace)
         for topic, types in found:
-            if topic in self._recorded or topic in self._skipped:
+            if (topic in self._recorded or topic in self._skipped or topic in _INFRASTRUCTURE
+                    or '/_' in topic):  # hidden topics (actions' internals), as ros2 bag
                 continue
             if topic.rsplit('/', 1)[-1] == _DEBUG_IMAGE and not self._debug:
                 continue
