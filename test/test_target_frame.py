@@ -139,3 +139,82 @@ def test_tf2_transform_at_the_image_stamp_and_honest_reason_without_it(scene):
         _check_outputs(graph, scene, header, 'base_link', transform)
     finally:
         graph.close()
+
+
+class _FakeTf2:
+    """Stands in for the tf2_ros module where it is not installed: a buffer of fixed transforms.
+
+    It exercises the node's tf2 glue (lookup at the image stamp with the timeout, the reason
+    when there is no transform); the real module is tested above where it imports.
+    """
+
+    class TransformException(Exception):
+        pass
+
+    class LookupException(TransformException):
+        pass
+
+    def __init__(self):
+        self.transforms = {}
+        self.calls = []
+        fake = self
+
+        class Buffer:
+
+            def __init__(self, node=None):
+                pass
+
+            def lookup_transform(self, target, source, time, timeout):
+                fake.calls.append((target, source, time.nanoseconds, timeout.nanoseconds))
+                if (target, source) not in fake.transforms:
+                    raise fake.LookupException(f'"{target}" passed to lookupTransform '
+                                               'argument target_frame does not exist.')
+                return fake.transforms[(target, source)]
+
+        class TransformListener:
+
+            def __init__(self, buffer, node):
+                pass
+
+        self.Buffer, self.TransformListener = Buffer, TransformListener
+
+
+def _transform_stamped(transform):
+    from geometry_msgs.msg import TransformStamped
+    msg = TransformStamped()
+    t, q = msg.transform.translation, msg.transform.rotation
+    t.x, t.y, t.z = (float(v) for v in transform.translation)
+    q.x, q.y, q.z, q.w = (float(v) for v in transform.quaternion)
+    return msg
+
+
+def test_tf2_glue_with_a_stand_in_buffer(scene, monkeypatch):
+    import sys
+    fake = _FakeTf2()
+    monkeypatch.setitem(sys.modules, 'tf2_ros', fake)
+    graph = Graph(FixedMaskSegmenter(scene['masks']),
+                  {'backend': 'clipseg', 'target_frame': 'base_link', 'tf_timeout_s': 0.07})
+    try:
+        graph.set_goal('box; cylinder')
+        header = graph.publish_frame(scene['rgb'], scene['depth_m'], scene['intrinsics'],
+                                     frame_id=CAMERA)
+        objects = graph.wait_for_stamp('objects', header)
+        assert objects.header.frame_id == 'base_link'
+        assert objects.objects and not any(o.has_pose for o in objects.objects)
+        assert all(o.pose_status.startswith(f'no transform {CAMERA} -> base_link')
+                   and 'LookupException' in o.pose_status for o in objects.objects)
+        assert graph.wait_for_stamp('poses', header).poses == []
+        cloud = graph.wait_for_stamp('points', header)
+        assert cloud.header.frame_id == 'base_link' and cloud.width * cloud.height == 0
+        assert any('no_transform' in str(w) or 'without poses' in str(w)
+                   for w in graph.node.recent_warnings)
+        stamp_ns = header.stamp.sec * 10**9 + header.stamp.nanosec
+        assert fake.calls[-1] == ('base_link', CAMERA, stamp_ns, 70_000_000)
+
+        transform = RigidTransform.parse(EXTRINSICS)
+        fake.transforms[('base_link', CAMERA)] = _transform_stamped(transform)
+        header = graph.publish_frame(scene['rgb'], scene['depth_m'], scene['intrinsics'],
+                                     frame_id=CAMERA)
+        _check_outputs(graph, scene, header, 'base_link', transform)
+    finally:
+        graph.close()
