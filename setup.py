@@ -26,6 +26,8 @@ setup(
         'pycocotools',
         'pyyaml',
     ],
+    # zs_perception.bags (rosbag2 in and out) imports rosbags only when used.
+    extras_require={'bags': ['rosbags']},
     entry_points={
         'console_scripts': [
             'zs-make-random-models = zs_perception.testing.random_models:main',

@@ -165,6 +165,23 @@ PARAMETERS = (
         'use_compressed', False, bool,
         'Subscribe to image/compressed (sensor_msgs/CompressedImage) instead of image.'),
     ParameterSpec(
+        'target_frame', '', str,
+        'Frame of the published objects, poses, markers and points (e.g. base_link); empty: '
+        "the source image's frame (the camera optical frame). Found with tf2 at each image "
+        'stamp, or from target_transform (docs/frames.md).',
+        pattern=r'([A-Za-z0-9_][A-Za-z0-9_./-]*)?'),
+    ParameterSpec(
+        'target_transform', '', str,
+        'Fixed pose of the camera optical frame in target_frame, "x y z qx qy qz qw" (m, '
+        'unit quaternion), used instead of tf2 (needed where tf2_ros is not installed); '
+        'empty: look it up with tf2.',
+        pattern=r'[-+0-9.eE,\s]*'),
+    ParameterSpec(
+        'tf_timeout_s', 0.05, float,
+        'Longest wait (s) for the tf2 transform to target_frame at an image stamp; after it '
+        'the objects are published without poses, saying why.',
+        value_range=(0.0, 1.0)),
+    ParameterSpec(
         'track_iou_threshold', 0.3, float,
         'Smallest mask overlap (intersection over union) for an object to keep its track id '
         'from the previous frame.',
@@ -291,4 +308,13 @@ def _cross_check(settings: Mapping[str, Any]) -> Optional[str]:
     if settings['min_depth_m'] >= settings['max_depth_m']:
         return (f'min_depth_m ({settings["min_depth_m"]}) must be less than max_depth_m '
                 f'({settings["max_depth_m"]}); lower min_depth_m or raise max_depth_m')
+    if settings['target_transform']:
+        if not settings['target_frame']:
+            return ('target_transform is set but target_frame is empty; name the frame it '
+                    'maps into (target_frame:=base_link) or clear target_transform')
+        from zs_perception.geometry.transform import RigidTransform  # lazy: geometry is heavy
+        try:
+            RigidTransform.parse(settings['target_transform'])
+        except ValueError as err:
+            return f'target_transform: {err}'
     return None

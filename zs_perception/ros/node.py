@@ -26,11 +26,12 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest
-from std_msgs.msg import String
+from std_msgs.msg import Header, String
 from visualization_msgs.msg import MarkerArray
 
 from zs_perception import config
-from zs_perception.geometry import obstacle_cloud
+from zs_perception.geometry import ObjectGeometry, obstacle_cloud
+from zs_perception.geometry.transform import transform_geometry
 from zs_perception.msg import SegmentedObject, SegmentedObjectArray
 from zs_perception.pipeline.frame_pipeline import FrameInput, FramePipeline
 from zs_perception.pipeline.frame_sync import FrameSynchronizer, SyncedFrame
@@ -38,6 +39,7 @@ from zs_perception.pipeline.health import ERROR, Health, OK
 from zs_perception.ros import conversions
 from zs_perception.ros.process import run_node
 from zs_perception.ros.qos import camera_qos, GOAL_QOS, GOAL_READER_QOS
+from zs_perception.ros.target_frame import TargetFrame
 from zs_perception.segmentation.base import SegmentationError, Segmenter
 from zs_perception.visualization import draw_overlay, label_image
 
@@ -92,6 +94,7 @@ class PerceptionNode(Node):
         self._lock = threading.Condition()
         self.health = Health(window_s=_FAULT_WINDOW_S)
         self._settings = self._declare_parameters()
+        self._target = TargetFrame(self, self._settings)
         self.add_on_set_parameters_callback(self._check_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
 
@@ -159,7 +162,7 @@ class PerceptionNode(Node):
             f'zs_perception ready: backend {self._settings["backend"]}, goal '
             f'{self._settings["prompts"]!r}, subscribing to {topics}; publishing on '
             f'{self._objects_pub.topic_name} and the other outputs under '
-            f'{self.get_fully_qualified_name()}/.')
+            f'{self.get_fully_qualified_name()}/, in the {self._target.mode}.')
         self._worker.start()
 
     @property
@@ -383,7 +386,8 @@ class PerceptionNode(Node):
         times = dict(result.timings)
         times['wait'] = started - arrived
         t = time.perf_counter()
-        self._publish_if_open(header, result, settings)
+        out_header = self._to_target_frame(header, result)
+        self._publish(header, result, settings, out_header)
         times['publish'] = time.perf_counter() - t
         if result.stamp_ok:
             times['latency'] = self._now_s() - frame.stamp_s
@@ -393,17 +397,35 @@ class PerceptionNode(Node):
             self.health.timing(stage, seconds)
 
     # ---------------------------------------------------------------- publishing
-    def _publish_if_open(self, header, result, settings) -> None:
+    def _to_target_frame(self, header, result) -> Header:
+        """Move ``result.geometries`` into the target frame; return the outputs' header.
+
+        Without a transform the objects lose their poses and points, saying why.
+        """
+        found = self._target.resolve(header.frame_id, header.stamp)
+        if found.transform is not None:
+            result.geometries = [transform_geometry(g, found.transform)
+                                 for g in result.geometries]
+        elif found.reason:
+            self._pipeline.warn('no_transform', f'Objects published without poses: '
+                                f'{found.reason}.', 'no_transform')
+            result.geometries = [ObjectGeometry.without_pose(found.reason, g.num_points,
+                                                             g.valid_fraction)
+                                 for g in result.geometries]
+        return Header(stamp=header.stamp, frame_id=found.frame_id)
+
+    def _publish(self, header, result, settings, out_header) -> None:
         with self._publish_gate:
             if self._publishing and self.context.ok():
-                self._publish(header, result, settings)
+                self._publish_outputs(header, result, settings, out_header)
 
-    def _publish(self, header, result, settings) -> None:
+    def _publish_outputs(self, header, result, settings, out_header) -> None:
+        """Publish one frame: images in the camera ``header``, 3D outputs in ``out_header``."""
         rgb, instances, geometries, ids = (result.rgb, result.instances, result.geometries,
                                            result.ids)
-        out = SegmentedObjectArray(header=header, prompts=list(result.prompts),
+        out = SegmentedObjectArray(header=out_header, prompts=list(result.prompts),
                                    backend=settings['backend'])
-        poses = PoseArray(header=header)
+        poses = PoseArray(header=out_header)
         boxes_for_markers = []
         for instance, geometry, track_id in zip(instances, geometries, ids):
             x, y, w, h = conversions.mask_roi(instance.mask)
@@ -432,10 +454,10 @@ class PerceptionNode(Node):
         points, index = obstacle_cloud(geometries)
         self._masks_pub.publish(conversions.array_to_image(labels, 'mono8', header))
         self._poses_pub.publish(poses)
-        self._markers_pub.publish(conversions.object_markers(header, boxes_for_markers,
+        self._markers_pub.publish(conversions.object_markers(out_header, boxes_for_markers,
                                                              self._marker_ids))
         self._marker_ids = [b[0] for b in boxes_for_markers]
-        self._points_pub.publish(conversions.point_cloud(points, index, header))
+        self._points_pub.publish(conversions.point_cloud(points, index, out_header))
         if self._debug_pub.get_subscription_count() > 0:
             overlay = draw_overlay(rgb, labels, [i.box for i in instances],
                                    [f'{i.label} #{t} {i.score:.2f}'

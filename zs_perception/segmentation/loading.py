@@ -28,9 +28,9 @@ from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
 from zs_perception.segmentation.base import ModelLoadError
 from zs_perception.segmentation.hub import fetch_hint as _fetch_hint
 from zs_perception.segmentation.hub import looks_like_path as _looks_like_path
+from zs_perception.segmentation.hub import RANDOM_MARKER
 
 DEFAULT_CLIPSEG_MODEL = 'CIDAS/clipseg-rd64-refined'
-RANDOM_MARKER = 'RANDOM_WEIGHTS.txt'
 SAM_MODEL_TYPES = ('vit_b', 'vit_l', 'vit_h')
 # Only for random test models (zs_perception.testing.random_models); no real checkpoint has it.
 SAM_TINY_TYPE = 'tiny'
