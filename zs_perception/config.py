@@ -165,6 +165,15 @@ PARAMETERS = (
         'use_compressed', False, bool,
         'Subscribe to image/compressed (sensor_msgs/CompressedImage) instead of image.'),
     ParameterSpec(
+        'stream', True, bool,
+        'Process every camera frame and publish the streaming outputs; false: frames are '
+        'processed only while a FindObjects goal runs (the GPU idles between queries).',
+        live=True),
+    ParameterSpec(
+        'find_timeout_s', 5.0, float,
+        'Timeout (s) of a FindObjects goal that gives timeout_s 0.',
+        value_range=(0.01, 3600.0), live=True),
+    ParameterSpec(
         'track_iou_threshold', 0.3, float,
         'Smallest mask overlap (intersection over union) for an object to keep its track id '
         'from the previous frame.',

@@ -154,7 +154,7 @@ class FindQuery:
                                   or self.streak[label] >= self.consecutive_frames):
                 self._latest[label] = (seen[label], stamp_s)
         if len(self._latest) == len(self.labels):
-            return self._end(FOUND, f'found {self._names(self.labels)} in '
+            return self.end(FOUND, f'found {self._names(self.labels)} in '
                              f'{self.consecutive_frames} consecutive frame'
                              f'{"s" if self.consecutive_frames > 1 else ""} after '
                              f'{now_s - self.started_s:.2f} s ({self.frames} frames looked at)')
@@ -166,28 +166,28 @@ class FindQuery:
             return self.verdict
         within = f'within {self.timeout_s:g} s'
         if self.frames == 0:
-            return self._end(NO_CAMERA, f'no camera frame was processed {within}: check that '
+            return self.end(NO_CAMERA, f'no camera frame was processed {within}: check that '
                              'the image topic is published and remapped, and that the node '
                              'is active')
         if self.pose_required and self.frames_with_depth == 0:
-            return self._end(NO_DEPTH, f'a pose was required but none of the {self.frames} '
+            return self.end(NO_DEPTH, f'a pose was required but none of the {self.frames} '
                              f'frames {within} had a matching depth image and camera_info: '
                              'check the depth and camera_info topics')
         missing = [label for label in self.labels if label not in self._latest]
         if self._latest:
-            return self._end(PARTIAL, f'found {self._names(self.confirmed_labels)}; '
+            return self.end(PARTIAL, f'found {self._names(self.confirmed_labels)}; '
                              f'{self._names(missing)} not confirmed {within} '
                              f'({self.frames} frames)' + self._why(missing))
-        return self._end(NOT_FOUND, f'{self._names(missing)} not confirmed {within} '
+        return self.end(NOT_FOUND, f'{self._names(missing)} not confirmed {within} '
                          f'({self.frames} frames)' + self._why(missing))
 
     def cancel(self) -> Verdict:
         """End the query as cancelled (keeps what was confirmed so far)."""
-        return self._end(CANCELLED, f'cancelled after {self.frames} frames')
+        return self.end(CANCELLED, f'cancelled after {self.frames} frames')
 
     def abort(self, reason: str) -> Verdict:
         """End the query because the node cannot go on (stopping, deactivated)."""
-        return self._end(ABORTED, reason)
+        return self.end(ABORTED, reason)
 
     def _why(self, missing: Sequence[str]) -> str:
         """Say, for unconfirmed labels, what the best candidate lacked."""
@@ -210,7 +210,8 @@ class FindQuery:
     def _names(labels: Sequence[str]) -> str:
         return ', '.join(repr(label) for label in labels)
 
-    def _end(self, status: str, reason: str) -> Verdict:
+    def end(self, status: str, reason: str) -> Verdict:
+        """End the query with ``status`` and ``reason`` (the first end wins)."""
         if self.verdict is None:
             confirmed = [self._latest[label] for label in self.confirmed_labels]
             stamps = [stamp for _, stamp in confirmed]
