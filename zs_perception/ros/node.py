@@ -91,12 +91,32 @@ class PerceptionNode(Node):
     def __init__(self, *, segmenter: Optional[Segmenter] = None,
                  node_name: str = 'zs_perception', **kwargs):
         super().__init__(node_name, **kwargs)
+        self._init_parameters()
+        self._init_pipeline(segmenter)
+        self._init_streams()
+
+    # The phases of start-up, one method each: the lifecycle node (lifecycle_node.py) runs
+    # them in its configure and activate transitions.
+    def _init_parameters(self) -> None:
+        """Declare and check the parameters; install the update callbacks."""
         self._lock = threading.Condition()
         self.health = Health(window_s=_FAULT_WINDOW_S)
         self._settings = self._declare_parameters()
         self.add_on_set_parameters_callback(self._check_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
+        self._find = None
+        self._worker = None
+        self._pipeline: Optional[FramePipeline] = None
+        self._sync = self._new_synchronizer()
 
+    def _new_synchronizer(self) -> FrameSynchronizer:
+        return FrameSynchronizer(
+            tolerance_s=self._settings['sync_tolerance_s'],
+            wait_s=self._settings['sync_wait_s'], stream_timeout_s=_STREAM_TIMEOUT_S,
+            image_buffer=_IMAGE_BUFFER, stream_buffer=_STREAM_BUFFER, stamp_clock=self._now_s)
+
+    def _init_pipeline(self, segmenter: Optional[Segmenter]) -> None:
+        """Load the model (unless ``segmenter`` is given) and build the frame pipeline."""
         engine_settings: Dict[str, Any] = {}
         if segmenter is None:
             # The hub check first: it is fast, the imports of the engine (torch) are not.
@@ -111,14 +131,16 @@ class PerceptionNode(Node):
                                        log_warning=self.get_logger().warning,
                                        log_info=self.get_logger().info,
                                        engine_settings=engine_settings)
-        self._sync = FrameSynchronizer(
-            tolerance_s=self._settings['sync_tolerance_s'],
-            wait_s=self._settings['sync_wait_s'], stream_timeout_s=_STREAM_TIMEOUT_S,
-            image_buffer=_IMAGE_BUFFER, stream_buffer=_STREAM_BUFFER, stamp_clock=self._now_s)
+        self._pending_goal: Optional[Any] = self._settings['prompts']
+
+    def _init_streams(self) -> None:
+        """Subscribe, advertise, start the timers, the worker and the FindObjects action."""
+        # A fresh synchroniser: a re-activated lifecycle node keeps no stale frame.
+        self._sync = self._new_synchronizer()
         self._marker_ids: List[int] = []
         # A new streaming goal (str from the goal topic or parameter, a prompt list from
-        # goal_prompts) and new FindObjects query prompts, for the worker to apply.
-        self._pending_goal: Optional[Any] = self._settings['prompts']
+        # goal_prompts; set by _init_pipeline) and new FindObjects query prompts, for the
+        # worker to apply.
         self._pending_extra: Optional[list] = None
         self._prompts_echo: Optional[str] = None
         self._goal_keys: List[tuple] = []
@@ -149,8 +171,8 @@ class PerceptionNode(Node):
         self._points_pub = self.create_publisher(conversions.PointCloud2, '~/points', 10)
         self._debug_pub = self.create_publisher(Image, '~/debug_image', 10)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self.create_timer(_DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
-        self.create_timer(_GRAPH_PERIOD_S, self._watch_graph)
+        self._timers_made = [self.create_timer(_DIAGNOSTICS_PERIOD_S, self._publish_diagnostics),
+                             self.create_timer(_GRAPH_PERIOD_S, self._watch_graph)]
         # Runs in the executor: the worker asks for the prompts parameter to be updated.
         self._prompts_guard = self.create_guard_condition(self._show_active_goal)
 
@@ -241,7 +263,9 @@ class PerceptionNode(Node):
         changes = {p.name: p.value for p in parameters if p.name in config.SPECS}
         with self._lock:
             reason = config.check_update(self._settings, changes)
-        if reason is not None:
+        if reason is not None and self._pipeline is None:  # an unconfigured lifecycle node
+            self.get_logger().warning(f'Rejected parameter update: {reason}.')
+        elif reason is not None:
             self._pipeline.warn('parameter', f'Rejected parameter update: {reason}.')
         return SetParametersResult(successful=reason is None, reason=reason or '')
 
@@ -523,6 +547,8 @@ class PerceptionNode(Node):
         """Stop the worker thread and close publishing (idempotent; before destroying)."""
         if getattr(self, '_find', None) is not None:
             self._find.close()  # a running FindObjects goal ends as aborted
+        if getattr(self, '_worker', None) is None:
+            return  # never started (or a lifecycle node not active)
         with self._lock:
             self._running = False
             self._lock.notify_all()
