@@ -105,14 +105,15 @@ def generate_launch_description():
         ('camera_info', LaunchConfiguration('camera_info_topic')),
     ]
     # The same node, managed (lifecycle:=true) or not: one of the two executables starts.
-    perception_settings = dict(
-        namespace=LaunchConfiguration('namespace'),
-        parameters=[LaunchConfiguration('params_file')],
-        remappings=camera_remaps + [('goal', LaunchConfiguration('goal_topic')),
-                                    ('goal_prompts', LaunchConfiguration('goal_prompts_topic'))],
-        output='screen',
-        emulate_tty=True,
-    )
+    perception_settings = {
+        'namespace': LaunchConfiguration('namespace'),
+        'parameters': [LaunchConfiguration('params_file')],
+        'remappings': camera_remaps + [
+            ('goal', LaunchConfiguration('goal_topic')),
+            ('goal_prompts', LaunchConfiguration('goal_prompts_topic'))],
+        'output': 'screen',
+        'emulate_tty': True,
+    }
     perception = Node(package=PACKAGE, executable='zs_perception_node', name='zs_perception',
                       condition=UnlessCondition(LaunchConfiguration('lifecycle')),
                       **perception_settings)
@@ -140,6 +141,7 @@ def generate_launch_description():
         condition=IfCondition(LaunchConfiguration('rviz')),
     )
     # Without the perception node there is nothing to show or replay for: stop everything.
+
     def stop_with(perception):
         return RegisterEventHandler(OnProcessExit(
             target_action=perception,

@@ -56,6 +56,7 @@ def _wait(future, timeout=20.0):
 
 
 class Client:
+
     def __init__(self, graph):
         self.feedback = []
         self.action = ActionClient(graph.peer, FindObjects, '/t/zs_perception/find_objects')

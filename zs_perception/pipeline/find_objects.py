@@ -106,7 +106,7 @@ class FindQuery:
         self.consecutive_frames = consecutive_frames
         self.frames = 0
         self.frames_with_depth = 0
-        self.streak: Dict[str, int] = {label: 0 for label in labels}
+        self.streak: Dict[str, int] = dict.fromkeys(labels, 0)
         self.best: Dict[str, Candidate] = {}
         self._latest: Dict[str, tuple] = {}  # label -> (candidate, stamp) when confirmed
         self._last_stamp: Optional[float] = None
@@ -155,9 +155,9 @@ class FindQuery:
                 self._latest[label] = (seen[label], stamp_s)
         if len(self._latest) == len(self.labels):
             return self.end(FOUND, f'found {self._names(self.labels)} in '
-                             f'{self.consecutive_frames} consecutive frame'
-                             f'{"s" if self.consecutive_frames > 1 else ""} after '
-                             f'{now_s - self.started_s:.2f} s ({self.frames} frames looked at)')
+                            f'{self.consecutive_frames} consecutive frame'
+                            f'{"s" if self.consecutive_frames > 1 else ""} after '
+                            f'{now_s - self.started_s:.2f} s ({self.frames} frames looked at)')
         return self.check(now_s)
 
     def check(self, now_s: float) -> Optional[Verdict]:
@@ -167,19 +167,19 @@ class FindQuery:
         within = f'within {self.timeout_s:g} s'
         if self.frames == 0:
             return self.end(NO_CAMERA, f'no camera frame was processed {within}: check that '
-                             'the image topic is published and remapped, and that the node '
-                             'is active')
+                            'the image topic is published and remapped, and that the node '
+                            'is active')
         if self.pose_required and self.frames_with_depth == 0:
             return self.end(NO_DEPTH, f'a pose was required but none of the {self.frames} '
-                             f'frames {within} had a matching depth image and camera_info: '
-                             'check the depth and camera_info topics')
+                            f'frames {within} had a matching depth image and camera_info: '
+                            'check the depth and camera_info topics')
         missing = [label for label in self.labels if label not in self._latest]
         if self._latest:
             return self.end(PARTIAL, f'found {self._names(self.confirmed_labels)}; '
-                             f'{self._names(missing)} not confirmed {within} '
-                             f'({self.frames} frames)' + self._why(missing))
+                            f'{self._names(missing)} not confirmed {within} '
+                            f'({self.frames} frames)' + self._why(missing))
         return self.end(NOT_FOUND, f'{self._names(missing)} not confirmed {within} '
-                         f'({self.frames} frames)' + self._why(missing))
+                        f'({self.frames} frames)' + self._why(missing))
 
     def cancel(self) -> Verdict:
         """End the query as cancelled (keeps what was confirmed so far)."""

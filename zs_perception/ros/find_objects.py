@@ -82,6 +82,8 @@ class FindObjectsServer:
         self._log = node.get_logger()
         self._cond = threading.Condition()
         self._query: Optional[FindQuery] = None
+        # The running goal's prompts reached the segmenter: frames count from then on.
+        self._applied = False
         self._busy = False
         self._closed = False
         self._helper = rclpy.create_node(
@@ -109,7 +111,7 @@ class FindObjectsServer:
         """Give the running goal one processed frame's objects (from the node's worker)."""
         with self._cond:
             query = self._query
-            if query is None:
+            if query is None or not self._applied:
                 return
             keys = {text_key(label): label for label in query.labels}
             candidates = [Candidate(keys[text_key(o.label)], float(o.score), bool(o.has_pose),
@@ -125,6 +127,7 @@ class FindObjectsServer:
             query = self._query
             if query is None:
                 return
+            self._applied = True
             taken = {text_key(label) for label in active}
             refused = [label for label in query.labels if text_key(label) not in taken]
             if refused:
@@ -180,6 +183,7 @@ class FindObjectsServer:
                 query.abort('the node is stopping')
             else:
                 self._query = query
+                self._applied = False
         self._set_query_prompts(prompts)
         frames_sent = 0
         try:

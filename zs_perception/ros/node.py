@@ -408,10 +408,10 @@ class PerceptionNode(Node):
                     self._pipeline.apply_goal(goal, settings, extra)
                     if goal is not None:
                         self._prompts_guard.trigger()
+                    if extra:
+                        self._find.on_prompts_applied(self._pipeline.prompts)
                 else:
                     self._process(frame, settings, goal, extra)
-                if extra:
-                    self._find.on_prompts_applied(self._pipeline.prompts)
             except Exception as err:  # the worker must survive anything a frame brings
                 if not self._publishing:
                     return  # stopping: the node is going away under the frame
@@ -445,6 +445,8 @@ class PerceptionNode(Node):
                                 'clock reset): cleared the sync buffers and restarted tracks.')
         started = self._now_s()
         result = self._pipeline.process(inputs, settings, started, goal, extra)
+        if extra:  # a FindObjects goal's prompts, applied before this frame was segmented
+            self._find.on_prompts_applied(self._pipeline.prompts)
         if goal is not None:
             self._prompts_guard.trigger()
         if result is None:
