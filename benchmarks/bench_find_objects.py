@@ -19,6 +19,7 @@ import argparse
 import threading
 import time
 
+from benchmarks.report import emit, stats_ms
 import numpy as np
 import rclpy
 from rclpy.action import ActionClient
@@ -29,7 +30,6 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
-from benchmarks.report import emit, stats_ms
 from zs_perception.action import FindObjects
 from zs_perception.ros.conversions import array_to_image
 from zs_perception.ros.node import PerceptionNode

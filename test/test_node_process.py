@@ -101,6 +101,22 @@ def test_offline_default_model_fails_fast_saying_why(tmp_path):
     assert elapsed < 15.0, (elapsed, out)  # before torch is imported: seconds, not 26+
 
 
+def _close(camera, process):
+    if camera is not None:
+        camera.close()
+    if process.proc.poll() is None:
+        process.proc.kill()
+
+
+def _assert_clean_exit(process, rc):
+    """Check exit 0 with no traceback and no ERROR line; return the output."""
+    out = process.output()
+    assert rc == 0, out
+    assert 'Traceback' not in out and 'KeyboardInterrupt' not in out, out
+    assert not [line for line in process.lines if 'ERROR' in line], out
+    return out
+
+
 class Camera:
     """A peer in this process that publishes frames to the node and counts its answers."""
 
@@ -177,14 +193,8 @@ def test_node_stops_cleanly_while_frames_flow(signals, tiny_models):
         rc = process.finish(timeout=30.0)
         elapsed = time.monotonic() - start
     finally:
-        if camera is not None:
-            camera.close()
-        if process.proc.poll() is None:
-            process.proc.kill()
-    out = process.output()
-    assert rc == 0, out
-    assert 'Traceback' not in out and 'KeyboardInterrupt' not in out, out
-    assert not [line for line in process.lines if 'ERROR' in line], out
+        _close(camera, process)
+    out = _assert_clean_exit(process, rc)
     assert elapsed < STOP_LIMIT_S, (elapsed, out)
 
 
@@ -283,11 +293,5 @@ def test_lifecycle_executable_configures_activates_answers_and_stops(tiny_models
         process.proc.send_signal(signal.SIGINT)
         rc = process.finish(timeout=30.0)
     finally:
-        if camera is not None:
-            camera.close()
-        if process.proc.poll() is None:
-            process.proc.kill()
-    out = process.output()
-    assert rc == 0, out
-    assert 'Traceback' not in out and 'KeyboardInterrupt' not in out, out
-    assert not [line for line in process.lines if 'ERROR' in line], out
+        _close(camera, process)
+    _assert_clean_exit(process, rc)
