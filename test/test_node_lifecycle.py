@@ -199,3 +199,36 @@ def test_real_clipseg_model_released_at_cleanup(tiny_models, scene):
         assert [r() for r in refs] == [None] * len(refs)
     finally:
         graph.close()
+
+
+def test_deactivate_aborts_a_running_find_objects_goal(scene):
+    from rclpy.action import ActionClient
+
+    from zs_perception.action import FindObjects
+
+    graph = LifecycleGraph({}, lambda: FixedMaskSegmenter(scene['masks']))
+    try:
+        assert graph.transition(Transition.TRANSITION_CONFIGURE)
+        assert graph.transition(Transition.TRANSITION_ACTIVATE)
+        client = ActionClient(graph.peer, FindObjects, '/lc/zs_perception/find_objects')
+        assert client.wait_for_server(timeout_sec=10.0)
+        sent = client.send_goal_async(FindObjects.Goal(phrases='giraffe', timeout_s=60.0))
+        deadline = time.monotonic() + 10.0
+        while not sent.done():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert sent.result().accepted
+        result = sent.result().get_result_async()
+        assert graph.transition(Transition.TRANSITION_DEACTIVATE)
+        deadline = time.monotonic() + 10.0
+        while not result.done():
+            assert time.monotonic() < deadline, 'the goal did not end at deactivate'
+            time.sleep(0.01)
+        answer = result.result().result
+        assert answer.status == FindObjects.Result.STATUS_ABORTED, answer.reason
+        assert 'stopping' in answer.reason
+        # Activated again, the action is back and answers.
+        assert graph.transition(Transition.TRANSITION_ACTIVATE)
+        assert client.wait_for_server(timeout_sec=10.0)
+    finally:
+        graph.close()

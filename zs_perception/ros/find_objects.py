@@ -250,7 +250,7 @@ class FindObjectsServer:
                 return
             self._closed = True
             if self._query is not None:
-                self._query.abort('the node is stopping')
+                self._query.abort('the node is stopping processing (shut down or deactivated)')
             self._cond.notify_all()
         deadline = time.monotonic() + 2.0
         while self._busy and time.monotonic() < deadline:
