@@ -17,7 +17,10 @@ Arguments: ``params_file`` (default: the installed config/zs_perception.yaml),
 ``goal_topic`` (what the node's ``image``, ``depth``, ``camera_info`` and ``goal``
 subscriptions are remapped to), ``rviz`` (start rviz2 with config/zs_perception.rviz),
 ``replay_dir`` (non-empty: also start ``zs_perception_replay`` on that directory,
-publishing on the same topics) and ``replay_rate_hz``.
+publishing on the same topics), ``replay_rate_hz`` and ``lifecycle`` (true: start the
+managed node ``zs_perception_lifecycle_node`` instead, unconfigured, for a lifecycle
+manager to configure and activate; ``goal_prompts_topic`` remaps the node's
+``goal_prompts`` subscription).
 
 With ``rviz:=true`` the launch first checks that rviz2 is installed and stops, starting
 nothing, with how to install it when it is not. When the perception node exits (a fatal
@@ -34,7 +37,7 @@ import shutil
 from launch import LaunchDescription
 from launch.actions import (DeclareLaunchArgument, OpaqueFunction, RegisterEventHandler,
                             SetEnvironmentVariable, Shutdown)
-from launch.conditions import IfCondition
+from launch.conditions import IfCondition, UnlessCondition
 from launch.event_handlers import OnProcessExit
 from launch.substitutions import (EnvironmentVariable, LaunchConfiguration,
                                   NotEqualsSubstitution, PathJoinSubstitution)
@@ -74,6 +77,12 @@ def generate_launch_description():
                               description='CameraInfo of the colour image.'),
         DeclareLaunchArgument('goal_topic', default_value='goal',
                               description='Goal phrases (std_msgs/String, comma separated).'),
+        DeclareLaunchArgument('goal_prompts_topic', default_value='goal_prompts',
+                              description='Goal as labelled text / example-image prompts '
+                                          '(zs_perception/PromptArray).'),
+        DeclareLaunchArgument('lifecycle', default_value='false',
+                              description='Start the managed (lifecycle) node, unconfigured: '
+                                          'a lifecycle manager configures and activates it.'),
         DeclareLaunchArgument('rviz', default_value='false',
                               description='Start rviz2 with config/zs_perception.rviz.'),
         DeclareLaunchArgument('replay_dir', default_value='',
@@ -95,16 +104,22 @@ def generate_launch_description():
         ('depth', LaunchConfiguration('depth_topic')),
         ('camera_info', LaunchConfiguration('camera_info_topic')),
     ]
-    perception = Node(
-        package=PACKAGE,
-        executable='zs_perception_node',
-        name='zs_perception',
-        namespace=LaunchConfiguration('namespace'),
-        parameters=[LaunchConfiguration('params_file')],
-        remappings=camera_remaps + [('goal', LaunchConfiguration('goal_topic'))],
-        output='screen',
-        emulate_tty=True,
-    )
+    # The same node, managed (lifecycle:=true) or not: one of the two executables starts.
+    perception_settings = {
+        'namespace': LaunchConfiguration('namespace'),
+        'parameters': [LaunchConfiguration('params_file')],
+        'remappings': camera_remaps + [
+            ('goal', LaunchConfiguration('goal_topic')),
+            ('goal_prompts', LaunchConfiguration('goal_prompts_topic'))],
+        'output': 'screen',
+        'emulate_tty': True,
+    }
+    perception = Node(package=PACKAGE, executable='zs_perception_node', name='zs_perception',
+                      condition=UnlessCondition(LaunchConfiguration('lifecycle')),
+                      **perception_settings)
+    managed = Node(package=PACKAGE, executable='zs_perception_lifecycle_node',
+                   name='zs_perception', condition=IfCondition(LaunchConfiguration('lifecycle')),
+                   **perception_settings)
     replay = Node(
         package=PACKAGE,
         executable='zs_perception_replay',
@@ -126,9 +141,12 @@ def generate_launch_description():
         condition=IfCondition(LaunchConfiguration('rviz')),
     )
     # Without the perception node there is nothing to show or replay for: stop everything.
-    stop_with_node = RegisterEventHandler(OnProcessExit(
-        target_action=perception,
-        on_exit=[Shutdown(reason='the zs_perception node exited')]))
+
+    def stop_with(perception):
+        return RegisterEventHandler(OnProcessExit(
+            target_action=perception,
+            on_exit=[Shutdown(reason='the zs_perception node exited')]))
     return LaunchDescription(arguments + [OpaqueFunction(function=_check_rviz),
-                                          fastdds_profile, stop_with_node, perception, replay,
+                                          fastdds_profile, stop_with(perception),
+                                          stop_with(managed), perception, managed, replay,
                                           rviz])

@@ -76,8 +76,10 @@ def _install_prefix():
 def test_launch_file_starts_the_installed_executables():
     nodes = _launched_nodes()
     ours = {n['executable']: n for n in nodes if n.get('package') == PACKAGE}
-    assert set(ours) == {'zs_perception_node', 'zs_perception_replay'}
+    assert set(ours) == {'zs_perception_node', 'zs_perception_lifecycle_node',
+                         'zs_perception_replay'}
     assert ours['zs_perception_node']['name'] == 'zs_perception'
+    assert ours['zs_perception_lifecycle_node']['name'] == 'zs_perception'
     assert ours['zs_perception_replay']['name'] == 'zs_replay'
     prefix = _install_prefix()
     for executable in ours:
@@ -92,7 +94,7 @@ def test_launch_arguments_are_declared():
     constants = _constants(tree)
     declared = {_value(call.args[0], constants) for call in _calls(tree, 'DeclareLaunchArgument')}
     assert {'params_file', 'namespace', 'image_topic', 'depth_topic', 'camera_info_topic',
-            'goal_topic', 'rviz', 'replay_dir'} <= declared
+            'goal_topic', 'rviz', 'replay_dir', 'lifecycle', 'goal_prompts_topic'} <= declared
     used = {_value(call.args[0], constants) for call in _calls(tree, 'LaunchConfiguration')}
     assert used <= declared, f'undeclared launch arguments used: {used - declared}'
 

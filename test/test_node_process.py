@@ -101,6 +101,22 @@ def test_offline_default_model_fails_fast_saying_why(tmp_path):
     assert elapsed < 15.0, (elapsed, out)  # before torch is imported: seconds, not 26+
 
 
+def _close(camera, process):
+    if camera is not None:
+        camera.close()
+    if process.proc.poll() is None:
+        process.proc.kill()
+
+
+def _assert_clean_exit(process, rc):
+    """Check exit 0 with no traceback and no ERROR line; return the output."""
+    out = process.output()
+    assert rc == 0, out
+    assert 'Traceback' not in out and 'KeyboardInterrupt' not in out, out
+    assert not [line for line in process.lines if 'ERROR' in line], out
+    return out
+
+
 class Camera:
     """A peer in this process that publishes frames to the node and counts its answers."""
 
@@ -177,14 +193,8 @@ def test_node_stops_cleanly_while_frames_flow(signals, tiny_models):
         rc = process.finish(timeout=30.0)
         elapsed = time.monotonic() - start
     finally:
-        if camera is not None:
-            camera.close()
-        if process.proc.poll() is None:
-            process.proc.kill()
-    out = process.output()
-    assert rc == 0, out
-    assert 'Traceback' not in out and 'KeyboardInterrupt' not in out, out
-    assert not [line for line in process.lines if 'ERROR' in line], out
+        _close(camera, process)
+    out = _assert_clean_exit(process, rc)
     assert elapsed < STOP_LIMIT_S, (elapsed, out)
 
 
@@ -231,3 +241,57 @@ def test_signal_while_starting_exits_quietly(delay_s, tiny_models):
     assert rc == 0, out
     assert 'Traceback' not in out and 'KeyboardInterrupt' not in out, out
     assert not [line for line in process.lines if 'ERROR' in line], out
+
+
+def _call(node, srv_type, name, request, timeout=120.0):
+    client = node.create_client(srv_type, name)
+    assert client.wait_for_service(timeout_sec=30.0), f'no {name} service'
+    future = client.call_async(request)
+    deadline = time.monotonic() + timeout
+    while not future.done():
+        assert time.monotonic() < deadline, f'no answer from {name}'
+        time.sleep(0.01)
+    return future.result()
+
+
+def test_lifecycle_executable_configures_activates_answers_and_stops(tiny_models):
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+    from rclpy.action import ActionClient
+
+    from zs_perception.action import FindObjects
+
+    domain = _domain()
+    process = ChildProcess([_executable('zs_perception_lifecycle_node'), '--ros-args',
+                            '-p', 'device:=cpu', '-p', f'clipseg_model:={tiny_models / "clipseg"}',
+                            '-p', 'allow_random_weights:=true', '-p', 'threshold:=0',
+                            '-p', 'min_area_px:=1'], domain)
+    camera = None
+    try:
+        process.wait_for_line('unconfigured', timeout=120.0)
+        camera = Camera(domain)
+        for transition in (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
+            answer = _call(camera.node, ChangeState, '/zs_perception/change_state',
+                           ChangeState.Request(transition=Transition(id=transition)))
+            assert answer.success, process.output()
+        camera.start()
+        deadline = time.monotonic() + 30.0
+        while camera.answers < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert camera.answers >= 3, process.output()
+        client = ActionClient(camera.node, FindObjects, '/zs_perception/find_objects')
+        assert client.wait_for_server(timeout_sec=30.0)
+        future = client.send_goal_async(FindObjects.Goal(phrases='box', timeout_s=20.0))
+        deadline = time.monotonic() + 30.0
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        result = future.result().get_result_async()
+        while not result.done() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # Random weights: whether the box is "found" means nothing; an answer must come.
+        assert result.done() and result.result().result.reason, process.output()
+        process.proc.send_signal(signal.SIGINT)
+        rc = process.finish(timeout=30.0)
+    finally:
+        _close(camera, process)
+    _assert_clean_exit(process, rc)

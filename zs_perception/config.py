@@ -181,6 +181,14 @@ PARAMETERS = (
         'Longest wait (s) for the tf2 transform to target_frame at an image stamp; after it '
         'the objects are published without poses, saying why.',
         value_range=(0.0, 1.0)),
+        'stream', True, bool,
+        'Process every camera frame and publish the streaming outputs; false: frames are '
+        'processed only while a FindObjects goal runs (the GPU idles between queries).',
+        live=True),
+    ParameterSpec(
+        'find_timeout_s', 5.0, float,
+        'Timeout (s) of a FindObjects goal that gives timeout_s 0.',
+        value_range=(0.01, 3600.0), live=True),
     ParameterSpec(
         'track_iou_threshold', 0.3, float,
         'Smallest mask overlap (intersection over union) for an object to keep its track id '

@@ -14,7 +14,7 @@ metres along the optical axis (REP-103 camera optical frame), registered to the 
 
 from dataclasses import dataclass, field
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -22,7 +22,8 @@ from zs_perception import config
 from zs_perception.geometry import CameraIntrinsics, estimate_object_geometry, ObjectGeometry
 from zs_perception.pipeline.frame_sync import FUTURE_STAMP_S, Miss
 from zs_perception.pipeline.health import Health
-from zs_perception.segmentation.base import Instance, SegmentationError, Segmenter
+from zs_perception.segmentation.base import (Instance, Prompt, PromptLike, SegmentationError,
+                                             Segmenter)
 from zs_perception.segmentation.prompting import parse_goal
 from zs_perception.tracking import Tracker
 
@@ -31,6 +32,8 @@ MIN_IMAGE_SIDE_PX = 8
 # 32FC1 depth whose median valid reading exceeds this (m) and max_depth_m holds millimetres.
 MM_AS_METRES_MEDIAN_M = 20.0
 _DEPTH_FLOAT_ENCODINGS = ('32FC1',)
+# A goal: a goal string (phrases) or a list of text / image prompts.
+GoalLike = Union[str, Sequence[PromptLike]]
 
 
 @dataclass
@@ -142,6 +145,10 @@ class FramePipeline:
         self._log_info = log_info
         self._engine_settings: Dict[str, Any] = dict(engine_settings or {})
         self.prompts: List[str] = []
+        # The streaming goal (goal topic, prompts parameter, goal_prompts) and the prompts
+        # of a FindObjects query, given to the segmenter together.
+        self.stream_prompts: List[PromptLike] = []
+        self.extra_prompts: List[PromptLike] = []
 
     # ------------------------------------------------------------------ settings
     def apply_settings(self, settings: Mapping[str, Any]) -> None:
@@ -158,14 +165,36 @@ class FramePipeline:
         self.tracker.max_distance_m = settings['track_max_distance_m']
         self.tracker.max_missed_frames = settings['track_max_missed_frames']
 
-    def apply_goal(self, goal: str, settings: Mapping[str, Any]) -> List[str]:
-        """Parse ``goal`` with the settings' limits, give it to the segmenter; return it."""
-        parsed = parse_goal(goal, settings['max_prompts'], settings['max_prompt_chars'])
-        if parsed.warning():
-            self.warn('goal', parsed.warning() + '.')
-        report = self.segmenter.set_prompts(parsed.phrases)
+    def apply_goal(self, goal: Optional[GoalLike], settings: Mapping[str, Any],
+                   extra: Optional[Sequence[PromptLike]] = None) -> List[str]:
+        """Give the segmenter the streaming goal plus the extra (query) prompts; return them.
+
+        Args:
+            goal: the new streaming goal: a goal string (parsed with the settings' limits),
+                a sequence of text / image prompts (a ``PromptArray``), or ``None`` to keep
+                the current one.
+            settings: the node's settings in force.
+            extra: prompts looked for on top of the streaming goal (a FindObjects query);
+                ``None`` keeps the current ones, ``[]`` clears them.
+
+        """
+        if isinstance(goal, str):
+            parsed = parse_goal(goal, settings['max_prompts'], settings['max_prompt_chars'])
+            if parsed.warning():
+                self.warn('goal', parsed.warning() + '.')
+            self.stream_prompts = list(parsed.phrases)
+        elif goal is not None:
+            goal = list(goal)
+            if len(goal) > settings['max_prompts']:
+                self.warn('goal', f'goal: kept the first {settings["max_prompts"]} of '
+                          f'{len(goal)} prompts (max_prompts).')
+            self.stream_prompts = goal[:settings['max_prompts']]
+        if extra is not None:
+            self.extra_prompts = list(extra)
+        report = self.segmenter.set_prompts(self.stream_prompts + self.extra_prompts)
         for phrase, reason in list(report.dropped) + list(report.truncated):
-            self.warn('goal_engine', f'goal: the segmenter changed {str(phrase)[:40]!r}: '
+            name = phrase.label if isinstance(phrase, Prompt) else str(phrase)
+            self.warn('goal_engine', f'goal: the segmenter changed {name[:40]!r}: '
                       f'{reason}.')
         self.prompts = list(self.segmenter.prompts)
         self._log_info(f'Goal is now {self.prompts}.')
@@ -173,19 +202,21 @@ class FramePipeline:
 
     # ------------------------------------------------------------------ one frame
     def process(self, frame: FrameInput, settings: Mapping[str, Any], now_s: float,
-                goal: Optional[str] = None) -> Optional[FrameResult]:
+                goal: Optional[GoalLike] = None,
+                extra: Optional[Sequence[PromptLike]] = None) -> Optional[FrameResult]:
         """Run one frame; ``None`` when it was bad input or the segmenter failed (counted).
 
         Args:
             frame: the frame and its decoders.
             settings: the node's settings in force (all parameters).
             now_s: the current time on the clock of ``frame.arrival_s`` (s).
-            goal: a new goal to apply first, or ``None``.
+            goal: a new goal to apply first, or ``None`` (see :meth:`apply_goal`).
+            extra: new query prompts to apply first, or ``None``.
 
         """
         self.apply_settings(settings)
-        if goal is not None:
-            self.apply_goal(goal, settings)
+        if goal is not None or extra is not None:
+            self.apply_goal(goal, settings, extra)
         timings: Dict[str, float] = {}
         problem = stamp_problem(frame.stamp_s, now_s)
         if problem is not None:

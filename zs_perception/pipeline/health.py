@@ -14,7 +14,7 @@ from typing import Callable, Deque, Dict, List, Sequence, Tuple
 COUNTERS = ('frames_received', 'frames_processed', 'frames_dropped', 'frames_failed',
             'bad_image', 'bad_depth', 'bad_camera_info', 'no_depth_match',
             'no_camera_info_match', 'segmenter_errors', 'goals_received', 'bad_stamp',
-            'time_jumps')
+            'time_jumps', 'frames_idle', 'goals_bad')
 # Samples per timing statistic.
 TIMING_WINDOW = 100
 # Faults that make the status ERROR rather than WARN.

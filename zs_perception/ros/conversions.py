@@ -9,7 +9,7 @@ gone). ``benchmarks/image_conversion.py`` measures both paths (figures: docs/ben
 """
 
 import sys
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 from geometry_msgs.msg import Point, Pose, Quaternion, Vector3
@@ -20,6 +20,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from zs_perception.geometry import CameraIntrinsics, depth_to_metres
 from zs_perception.geometry.depth import DEPTH_ENCODINGS as _DEPTH_ENCODING_UNITS
+from zs_perception.segmentation.base import Prompt
 from zs_perception.segmentation.instances import mask_box
 from zs_perception.visualization import track_color
 
@@ -284,3 +285,35 @@ def object_markers(header: Header, objects: Sequence[Tuple[int, str, Pose, Vecto
             markers.markers.append(Marker(header=header, ns=ns, id=int(track_id),
                                           action=Marker.DELETE))
     return markers
+
+
+def prompts_from_msgs(msgs: Sequence[Any]) -> List[Prompt]:
+    """Convert ``zs_perception/Prompt`` messages to the engine's prompts.
+
+    A message whose image has data is an image prompt (its label required); otherwise a
+    text prompt labelled with ``label`` or, when empty, the text.
+
+    Raises:
+        ValueError: a prompt with neither text nor image, an image prompt without a label,
+            or an image that cannot be decoded (its position and what was wrong).
+
+    """
+    prompts = []
+    for i, msg in enumerate(msgs):
+        label, text = msg.label.strip(), ' '.join(msg.text.split())
+        if len(msg.image.data):
+            if not label:
+                raise ValueError(f'prompt {i}: an image prompt needs a label (the name its '
+                                 'objects are reported with); set Prompt.label')
+            try:
+                image = image_to_rgb(msg.image)
+            except ValueError as err:
+                raise ValueError(f'prompt {i} ({label!r}): bad example image: '
+                                 f'{str(err).rstrip(".")}') from None
+            prompts.append(Prompt(label=label, image=np.array(image)))
+        elif text:
+            prompts.append(Prompt(label=label or text, text=text))
+        else:
+            raise ValueError(f'prompt {i}: neither text nor an example image was given; set '
+                             'Prompt.text or Prompt.image')
+    return prompts

@@ -32,15 +32,17 @@ from visualization_msgs.msg import MarkerArray
 from zs_perception import config
 from zs_perception.geometry import ObjectGeometry, obstacle_cloud
 from zs_perception.geometry.transform import transform_geometry
-from zs_perception.msg import SegmentedObject, SegmentedObjectArray
+from zs_perception.msg import PromptArray, SegmentedObject, SegmentedObjectArray
 from zs_perception.pipeline.frame_pipeline import FrameInput, FramePipeline
 from zs_perception.pipeline.frame_sync import FrameSynchronizer, SyncedFrame
 from zs_perception.pipeline.health import ERROR, Health, OK
 from zs_perception.ros import conversions
+from zs_perception.ros.find_objects import FindObjectsServer
 from zs_perception.ros.process import run_node
 from zs_perception.ros.qos import camera_qos, GOAL_QOS, GOAL_READER_QOS
 from zs_perception.ros.target_frame import TargetFrame
 from zs_perception.segmentation.base import SegmentationError, Segmenter
+from zs_perception.segmentation.prompting import text_key
 from zs_perception.visualization import draw_overlay, label_image
 
 # A depth or camera-info stream with no message for this long (s) is given up (no wait).
@@ -91,13 +93,33 @@ class PerceptionNode(Node):
     def __init__(self, *, segmenter: Optional[Segmenter] = None,
                  node_name: str = 'zs_perception', **kwargs):
         super().__init__(node_name, **kwargs)
+        self._init_parameters()
+        self._init_pipeline(segmenter)
+        self._init_streams()
+
+    # The phases of start-up, one method each: the lifecycle node (lifecycle_node.py) runs
+    # them in its configure and activate transitions.
+    def _init_parameters(self) -> None:
+        """Declare and check the parameters; install the update callbacks."""
         self._lock = threading.Condition()
         self.health = Health(window_s=_FAULT_WINDOW_S)
         self._settings = self._declare_parameters()
         self._target = TargetFrame(self, self._settings)
         self.add_on_set_parameters_callback(self._check_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
+        self._find = None
+        self._worker = None
+        self._pipeline: Optional[FramePipeline] = None
+        self._sync = self._new_synchronizer()
 
+    def _new_synchronizer(self) -> FrameSynchronizer:
+        return FrameSynchronizer(
+            tolerance_s=self._settings['sync_tolerance_s'],
+            wait_s=self._settings['sync_wait_s'], stream_timeout_s=_STREAM_TIMEOUT_S,
+            image_buffer=_IMAGE_BUFFER, stream_buffer=_STREAM_BUFFER, stamp_clock=self._now_s)
+
+    def _init_pipeline(self, segmenter: Optional[Segmenter]) -> None:
+        """Load the model (unless ``segmenter`` is given) and build the frame pipeline."""
         engine_settings: Dict[str, Any] = {}
         if segmenter is None:
             # The hub check first: it is fast, the imports of the engine (torch) are not.
@@ -112,12 +134,17 @@ class PerceptionNode(Node):
                                        log_warning=self.get_logger().warning,
                                        log_info=self.get_logger().info,
                                        engine_settings=engine_settings)
-        self._sync = FrameSynchronizer(
-            tolerance_s=self._settings['sync_tolerance_s'],
-            wait_s=self._settings['sync_wait_s'], stream_timeout_s=_STREAM_TIMEOUT_S,
-            image_buffer=_IMAGE_BUFFER, stream_buffer=_STREAM_BUFFER, stamp_clock=self._now_s)
+        self._pending_goal: Optional[Any] = self._settings['prompts']
+
+    def _init_streams(self) -> None:
+        """Subscribe, advertise, start the timers, the worker and the FindObjects action."""
+        # A fresh synchroniser: a re-activated lifecycle node keeps no stale frame.
+        self._sync = self._new_synchronizer()
         self._marker_ids: List[int] = []
-        self._pending_goal: Optional[str] = self._settings['prompts']
+        # A new streaming goal (str from the goal topic or parameter, a prompt list from
+        # goal_prompts; set by _init_pipeline) and new FindObjects query prompts, for the
+        # worker to apply.
+        self._pending_extra: Optional[list] = None
         self._prompts_echo: Optional[str] = None
         self._goal_keys: List[tuple] = []
         self._last_image_at: Optional[float] = None
@@ -134,6 +161,8 @@ class PerceptionNode(Node):
                                                   qos)
         self._goal_sub = self.create_subscription(String, 'goal', self._on_goal,
                                                   GOAL_READER_QOS)
+        self._goal_prompts_sub = self.create_subscription(
+            PromptArray, 'goal_prompts', self._on_goal_prompts, GOAL_READER_QOS)
         self._latched_goal_sub = None
         self._latched_goal_since = 0.0
         self._latched_goal_done = False
@@ -145,8 +174,8 @@ class PerceptionNode(Node):
         self._points_pub = self.create_publisher(conversions.PointCloud2, '~/points', 10)
         self._debug_pub = self.create_publisher(Image, '~/debug_image', 10)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self.create_timer(_DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
-        self.create_timer(_GRAPH_PERIOD_S, self._watch_graph)
+        self._timers_made = [self.create_timer(_DIAGNOSTICS_PERIOD_S, self._publish_diagnostics),
+                             self.create_timer(_GRAPH_PERIOD_S, self._watch_graph)]
         # Runs in the executor: the worker asks for the prompts parameter to be updated.
         self._prompts_guard = self.create_guard_condition(self._show_active_goal)
 
@@ -154,6 +183,7 @@ class PerceptionNode(Node):
         self._publish_gate = threading.Lock()
         self._publishing = True
         self._running = True
+        self._find = FindObjectsServer(self, self._settings_now, self._set_query_prompts)
         self._worker = threading.Thread(target=self._work, name='zs_perception_worker',
                                         daemon=True)
         topics = ', '.join(s.topic_name for s in (self._image_sub, self._depth_sub,
@@ -162,7 +192,10 @@ class PerceptionNode(Node):
             f'zs_perception ready: backend {self._settings["backend"]}, goal '
             f'{self._settings["prompts"]!r}, subscribing to {topics}; publishing on '
             f'{self._objects_pub.topic_name} and the other outputs under '
-            f'{self.get_fully_qualified_name()}/, in the {self._target.mode}.')
+            f'{self.get_fully_qualified_name()}/, in the {self._target.mode}; action '
+            f'{self._find.action_name}'
+            + ('.' if self._settings['stream'] else
+               ' (stream false: frames are processed only while a FindObjects goal runs).'))
         self._worker.start()
 
     @property
@@ -234,7 +267,9 @@ class PerceptionNode(Node):
         changes = {p.name: p.value for p in parameters if p.name in config.SPECS}
         with self._lock:
             reason = config.check_update(self._settings, changes)
-        if reason is not None:
+        if reason is not None and self._pipeline is None:  # an unconfigured lifecycle node
+            self.get_logger().warning(f'Rejected parameter update: {reason}.')
+        elif reason is not None:
             self._pipeline.warn('parameter', f'Rejected parameter update: {reason}.')
         return SetParametersResult(successful=reason is None, reason=reason or '')
 
@@ -251,8 +286,9 @@ class PerceptionNode(Node):
             self._lock.notify_all()
 
     def _show_active_goal(self) -> None:
-        """Make the prompts parameter show the goal in force (after a goal message)."""
-        text = ', '.join(self._pipeline.prompts)
+        """Make the prompts parameter show the streaming goal in force (after a goal)."""
+        query = {text_key(str(getattr(p, 'label', p))) for p in self._pipeline.extra_prompts}
+        text = ', '.join(p for p in self._pipeline.prompts if text_key(p) not in query)
         if self.get_parameter('prompts').value != text:
             self._prompts_echo = text
             self.set_parameters([Parameter('prompts', value=text)])
@@ -287,6 +323,29 @@ class PerceptionNode(Node):
             self._goal_keys = self._goal_keys[-15:] + [key]
             self.health.count('goals_received')
             self._pending_goal = msg.data
+            self._lock.notify_all()
+
+    def _on_goal_prompts(self, msg: PromptArray) -> None:
+        """Take a goal of labelled text / example-image prompts (replaces the goal)."""
+        try:
+            prompts = conversions.prompts_from_msgs(msg.prompts)
+        except ValueError as err:
+            self._pipeline.warn('goal_prompts', f'Ignored a goal on '
+                                f'{self._goal_prompts_sub.topic_name}: {err}.', 'goals_bad')
+            return
+        with self._lock:
+            self.health.count('goals_received')
+            self._pending_goal = prompts
+            self._lock.notify_all()
+
+    def _settings_now(self) -> Dict[str, Any]:
+        with self._lock:
+            return dict(self._settings)
+
+    def _set_query_prompts(self, prompts) -> None:
+        """Have the worker look for a FindObjects goal's prompts (``[]``: none) from now on."""
+        with self._lock:
+            self._pending_extra = list(prompts)
             self._lock.notify_all()
 
     def _watch_graph(self) -> None:
@@ -329,7 +388,8 @@ class PerceptionNode(Node):
         while True:
             with self._lock:
                 frame = None
-                while self._running and self._pending_goal is None:
+                while (self._running and self._pending_goal is None
+                       and self._pending_extra is None):
                     frame, wait_s = self._sync.poll()
                     if frame is not None:
                         break
@@ -339,13 +399,23 @@ class PerceptionNode(Node):
                 if frame is not None and frame.dropped:
                     self.health.count('frames_dropped', frame.dropped)
                 goal, self._pending_goal = self._pending_goal, None
+                extra, self._pending_extra = self._pending_extra, None
                 settings = dict(self._settings)
+                if frame is not None and not settings['stream'] and not self._find.active:
+                    # stream false: the GPU idles between FindObjects goals.
+                    self.health.count('frames_idle')
+                    frame = None
+                    if goal is None and extra is None:
+                        continue
             try:
                 if frame is None:  # a new goal and no frame: apply it now
-                    self._pipeline.apply_goal(goal, settings)
-                    self._prompts_guard.trigger()
+                    self._pipeline.apply_goal(goal, settings, extra)
+                    if goal is not None:
+                        self._prompts_guard.trigger()
+                    if extra:
+                        self._find.on_prompts_applied(self._pipeline.prompts)
                 else:
-                    self._process(frame, settings, goal)
+                    self._process(frame, settings, goal, extra)
             except Exception as err:  # the worker must survive anything a frame brings
                 if not self._publishing:
                     return  # stopping: the node is going away under the frame
@@ -357,7 +427,7 @@ class PerceptionNode(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _process(self, frame: SyncedFrame, settings: Dict[str, Any],
-                 goal: Optional[str]) -> None:
+                 goal: Optional[Any], extra: Optional[list] = None) -> None:
         msg, arrived = frame.image
         depth_msg, info_msg = frame.depth, frame.info
         header = msg.header
@@ -378,7 +448,9 @@ class PerceptionNode(Node):
             self._pipeline.warn('time_jump', 'The image stamps jumped back (a bag loop or a '
                                 'clock reset): cleared the sync buffers and restarted tracks.')
         started = self._now_s()
-        result = self._pipeline.process(inputs, settings, started, goal)
+        result = self._pipeline.process(inputs, settings, started, goal, extra)
+        if extra:  # a FindObjects goal's prompts, applied before this frame was segmented
+            self._find.on_prompts_applied(self._pipeline.prompts)
         if goal is not None:
             self._prompts_guard.trigger()
         if result is None:
@@ -387,8 +459,10 @@ class PerceptionNode(Node):
         times['wait'] = started - arrived
         t = time.perf_counter()
         out_header = self._to_target_frame(header, result)
-        self._publish(header, result, settings, out_header)
+        objects = self._publish(header, result, settings, out_header)
         times['publish'] = time.perf_counter() - t
+        if objects is not None:
+            self._find.on_frame(objects, depth_msg is not None and info_msg is not None)
         if result.stamp_ok:
             times['latency'] = self._now_s() - frame.stamp_s
         else:
@@ -414,12 +488,15 @@ class PerceptionNode(Node):
                                  for g in result.geometries]
         return Header(stamp=header.stamp, frame_id=found.frame_id)
 
-    def _publish(self, header, result, settings, out_header) -> None:
+    def _publish(self, header, result, settings,
+                 out_header) -> Optional[SegmentedObjectArray]:
         with self._publish_gate:
             if self._publishing and self.context.ok():
-                self._publish_outputs(header, result, settings, out_header)
+                return self._publish_outputs(header, result, settings, out_header)
+        return None
 
-    def _publish_outputs(self, header, result, settings, out_header) -> None:
+    def _publish_outputs(self, header, result, settings,
+                         out_header) -> SegmentedObjectArray:
         """Publish one frame: images in the camera ``header``, 3D outputs in ``out_header``."""
         rgb, instances, geometries, ids = (result.rgb, result.instances, result.geometries,
                                            result.ids)
@@ -463,6 +540,7 @@ class PerceptionNode(Node):
                                    [f'{i.label} #{t} {i.score:.2f}'
                                     for i, t in zip(instances, ids)], ids)
             self._debug_pub.publish(conversions.array_to_image(overlay, 'rgb8', header))
+        return out
 
     def _publish_diagnostics(self) -> None:
         now = time.monotonic()
@@ -496,6 +574,10 @@ class PerceptionNode(Node):
     # ---------------------------------------------------------------- stopping
     def stop(self) -> None:
         """Stop the worker thread and close publishing (idempotent; before destroying)."""
+        if getattr(self, '_find', None) is not None:
+            self._find.close()  # a running FindObjects goal ends as aborted
+        if getattr(self, '_worker', None) is None:
+            return  # never started (or a lifecycle node not active)
         with self._lock:
             self._running = False
             self._lock.notify_all()
