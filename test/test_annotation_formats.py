@@ -174,13 +174,50 @@ def test_folder_source_keys_order_and_exclusions(tmp_path):
     (tmp_path / 'empty').mkdir()
     with pytest.raises(FileNotFoundError, match='holds no image'):
         open_source(tmp_path / 'empty')
-    bag = tmp_path / 'bag'
-    bag.mkdir()
-    (bag / 'metadata.yaml').write_text('rosbag2_bagfile_information: {}')
-    with pytest.raises(ValueError, match='rosbag2'):
-        open_source(bag)
     with pytest.raises(ValueError, match='Unknown input kind'):
-        open_source(tmp_path, kind='bag')
+        open_source(tmp_path, kind='rosbag')
+
+
+def test_bag_source_items_keys_topics_and_storage_file(tmp_path):
+    from zs_perception.bags import write_camera_bag
+    from zs_perception.geometry import CameraIntrinsics
+
+    rng = np.random.default_rng(3)
+    intr = CameraIntrinsics(fx=40.0, fy=41.0, cx=15.5, cy=11.5, width=32, height=24)
+    stamps = [1_700_000_000_000_000_000 + i * 50_000_000 for i in range(3)]
+    rgbs = [rng.integers(0, 256, (24, 32, 3), dtype=np.uint8) for _ in stamps]
+    depth = np.full((24, 32), 1.25, np.float32)
+    frames = [(stamp, rgb, depth if i != 1 else None, intr)
+              for i, (stamp, rgb) in enumerate(zip(stamps, rgbs))]
+    write_camera_bag(tmp_path / 'rec', frames, image_topic='/cam/color/image_raw',
+                     depth_topic='/cam/depth/image_rect_raw',
+                     camera_info_topic='/cam/color/camera_info')
+    for path in (tmp_path / 'rec', next((tmp_path / 'rec').glob('*.mcap'))):
+        source = open_source(path)
+        assert source.kind == 'bag' and source.has_depth
+        assert source.topics == {'image': '/cam/color/image_raw',
+                                 'depth': '/cam/depth/image_rect_raw',
+                                 'camera_info': '/cam/color/camera_info'}
+        assert [i.key for i in source.items] == ['frame_000000', 'frame_000001', 'frame_000002']
+        assert [i.file_name for i in source.items] == \
+            [f'images/frame_00000{i}.png' for i in range(3)]
+        assert [i.stamp_ns for i in source.items] == stamps
+        assert all(i.in_container and i.path.suffix == '.mcap' and i.path.is_file()
+                   for i in source.items)
+        for item, rgb in zip(source.items, rgbs):
+            frame = item.read()
+            assert np.array_equal(frame.rgb, rgb)
+            if item.key == 'frame_000001':  # no depth of this stamp: a 2D-only frame
+                assert frame.depth_m is None and frame.intrinsics is None
+            else:
+                assert np.allclose(frame.depth_m, 1.25) and frame.intrinsics.fx == 40.0
+    with pytest.raises(ValueError, match='no topic'):
+        open_source(tmp_path / 'rec', bag_topics={'image': '/nope'})
+    broken = tmp_path / 'broken'
+    broken.mkdir()
+    (broken / 'metadata.yaml').write_text('rosbag2_bagfile_information: {}')
+    with pytest.raises(ValueError, match='Cannot read bag'):
+        open_source(broken)
 
 
 def test_progress_line_counts_rate_and_time_left():

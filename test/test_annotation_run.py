@@ -383,6 +383,92 @@ def test_replay_directory_with_depth_adds_3d_boxes(tiny_models, tmp_path):
     assert poses > 0
 
 
+@pytest.fixture(scope='module')
+def scene_bag(tmp_path_factory):
+    """Three demo-scene frames as a bag (rgb8, 16UC1 mm, camera info); ``(bag, stamps)``."""
+    from zs_perception.bags import write_camera_bag
+    from zs_perception.replay_directory import ReplayDirectory
+    from zs_perception.tools.make_demo_scene import make_demo_scene
+
+    root = tmp_path_factory.mktemp('annotate_bag')
+    replay = ReplayDirectory(make_demo_scene(root / 'scene', frames=3, width=160, height=120))
+    stamps = [1_712_345_678_000_000_000 + i * 33_333_333 for i in range(3)]
+    frames = [(stamp, replay.load(i).rgb, replay.load(i).depth_m, replay.intrinsics)
+              for i, stamp in enumerate(stamps)]
+    assert write_camera_bag(root / 'bag', frames) == 3
+    return root / 'bag', stamps
+
+
+def test_bag_annotates_with_3d_boxes_yolo_images_and_resumes(tiny_models, scene_bag, tmp_path):
+    from zs_perception.bags import BagFrames
+    from zs_perception.geometry import estimate_object_geometry
+
+    bag, stamps = scene_bag
+    out = tmp_path / 'out'
+    base = config(tiny_models, bag, out)
+    settings = {'min_depth_m': 0.2, 'max_depth_m': 8.0,
+                'engine': dict(base.engine, min_area_px=40)}
+    summary = annotate(config(tiny_models, bag, out, **settings))
+    assert summary.status == 'complete' and summary.annotated == 3 and summary.instances > 0
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest['input_kind'] == 'bag' and manifest['has_depth']
+    assert manifest['bag_topics']['depth'] == '/camera/depth/image_raw'
+    frames = BagFrames(bag)
+    api = load_coco(out)
+    poses = 0
+    for index, image in enumerate(api.loadImgs(api.getImgIds())):
+        rgb, depth_m, intrinsics = frames.decode(index)
+        assert image['file_name'] == f'images/frame_{index:06d}.png'
+        assert image['stamp_ns'] == stamps[index] == frames.frames[index].stamp_ns
+        assert image['intrinsics']['fx'] == intrinsics.fx and 'depth_file' not in image
+        assert (image['height'], image['width']) == rgb.shape[:2]
+        written = cv2.imread(str(out / 'yolo' / image['file_name']), cv2.IMREAD_UNCHANGED)
+        assert np.array_equal(written[..., ::-1], rgb)  # the bag's frame, bit for bit
+        label = out / 'yolo' / 'labels' / f'frame_{index:06d}.txt'
+        anns = api.loadAnns(api.getAnnIds(imgIds=[image['id']]))
+        assert len(label.read_text().splitlines()) >= len(anns)
+        masks = [api.annToMask(a).astype(bool) for a in anns]
+        expected = estimate_object_geometry(masks, depth_m, intrinsics, min_depth_m=0.2,
+                                            max_depth_m=8.0) if masks else []
+        for ann, geometry in zip(anns, expected):
+            box = ann['box_3d']
+            assert box['has_pose'] == geometry.has_pose and box['status'] == geometry.status
+            assert np.allclose(box['position'], geometry.position, atol=1e-6)
+            assert np.allclose(box['extents'], geometry.extents, atol=1e-6)
+            poses += geometry.has_pose
+    assert poses > 0
+    assert sorted(p.name for p in (out / 'yolo' / 'images').iterdir()) == \
+        [f'frame_{i:06d}.png' for i in range(3)]
+
+    kept = {p: p.stat().st_mtime_ns for p in list((out / RECORDS).iterdir())
+            + list((out / 'yolo' / 'images').iterdir())}
+    again = annotate(config(tiny_models, bag, out, **settings))
+    assert again.resumed == 3 and again.annotated == 3  # nothing redone
+    assert all(p.stat().st_mtime_ns == ns for p, ns in kept.items())
+    lost = out / 'yolo' / 'images' / 'frame_000001.png'
+    lost.unlink()  # a decoded frame gone: only that image is decoded and annotated again
+    healed = annotate(config(tiny_models, bag, out, **settings))
+    assert healed.resumed == 2 and healed.annotated == 3
+    assert np.array_equal(cv2.imread(str(lost))[..., ::-1], frames.decode(1)[0])
+
+
+def test_bag_topic_options(tiny_models, scene_bag, tmp_path, capsys):
+    bag, _ = scene_bag
+    common = ['-o', str(tmp_path / 'o'), '--vocabulary', 'mug', '--no-progress',
+              '--clipseg-model', str(tiny_models / 'clipseg'), '--device', 'cpu',
+              '--allow-random-weights']
+    assert main([str(bag), *common, '--bag-depth-topic', '/no/such/depth']) == 2
+    err = capsys.readouterr().err
+    assert "no topic '/no/such/depth'" in err and '/camera/depth/image_raw' in err
+    mcap = next(bag.glob('*.mcap'))  # a single storage file, topics named
+    assert main([str(mcap), *common, '--limit', '1', '--bag-image-topic',
+                 '/camera/color/image_raw', '--bag-depth-topic', '/camera/depth/image_raw',
+                 '--bag-camera-info-topic', '/camera/color/camera_info']) == 0
+    manifest = json.loads((tmp_path / 'o' / MANIFEST).read_text())
+    assert manifest['status'] == 'partial' and manifest['counts']['annotated'] == 1
+    assert manifest['fingerprint']['bag_topics']['image'] == '/camera/color/image_raw'
+
+
 def _shared_data():
     for root in (os.environ.get('ZS_SHARED_DATA'), Path(__file__).resolve().parents[2] /
                  'shared' / 'data', Path('/work/shared/data')):

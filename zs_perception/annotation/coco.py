@@ -4,9 +4,11 @@ The file loads with ``pycocotools.coco.COCO`` and ``annToMask`` gives back each 
 bit. Layout (the standard keys, plus the extras marked *)::
 
     info, licenses
-    images:      id, file_name (relative to the input folder), width, height,
+    images:      id, file_name (relative to the input folder; for a bag, to the output's
+                 yolo/ folder, where the decoded frame is written), width, height,
                  *tags (image tags used as prompts, when tagging ran), *depth_file,
-                 *intrinsics {fx, fy, cx, cy} (replay directories with depth)
+                 *intrinsics {fx, fy, cx, cy} (replay directories and bags with depth),
+                 *stamp_ns (bags: the colour image's header stamp, integer ns)
     annotations: id, image_id, category_id, segmentation {size: [h, w], counts: str},
                  area (pixels), bbox [x, y, w, h] (pixels, of the mask), iscrowd 0,
                  *score (the backend's confidence in [0, 1]), *box_3d (with depth, see
@@ -71,7 +73,7 @@ def build_coco(records: Sequence[Dict[str, Any]], categories: Sequence[str],
     for image_id, record in enumerate(records, start=1):
         image = {'id': image_id, 'file_name': record['file_name'], 'width': record['width'],
                  'height': record['height']}
-        for extra in ('tags', 'depth_file', 'intrinsics'):
+        for extra in ('tags', 'depth_file', 'intrinsics', 'stamp_ns'):
             if record.get(extra) is not None:
                 image[extra] = record[extra]
         images.append(image)

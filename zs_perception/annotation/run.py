@@ -10,7 +10,8 @@ Output folder::
 
     OUT/manifest.json         settings, categories, counts, skipped files with the reason
     OUT/annotations.json      COCO instance segmentation (RLE masks), see annotation.coco
-    OUT/yolo/                 YOLO segmentation dataset, see annotation.yolo
+    OUT/yolo/                 YOLO segmentation dataset, see annotation.yolo (bag input:
+                              yolo/images/frame_NNNNNN.png, the decoded frames)
     OUT/overlays/KEY.png      each image with its masks, boxes and labels
     OUT/index.html            contact sheet: every overlay, per-category counts
     OUT/records/KEY.json      one record per finished image (what the files above are built from)
@@ -82,6 +83,7 @@ class AnnotateConfig:
     input_path: str
     output: str
     input_kind: str = 'auto'
+    bag_topics: Dict[str, str] = field(default_factory=dict)
     vocabulary: List[str] = field(default_factory=list)
     tagging: bool = True
     tag_vocabulary: List[str] = field(default_factory=list)
@@ -111,6 +113,8 @@ class AnnotateConfig:
             data.pop(name, None)
         data['engine'] = {k: v for k, v in self.engine_settings().items() if k not in _RUN_ONLY}
         data['input_path'] = str(Path(self.input_path).resolve())
+        if not any(self.bag_topics.values()):  # found by type: the same as before bags
+            data.pop('bag_topics')
         data.pop('output')
         data['format'] = FORMAT_VERSION
         return data
@@ -256,14 +260,19 @@ def finish_image(item: SourceItem, frame: Frame, raw: Dict[str, Any], annotator:
                              [i.score for i in raw['instances']],
                              [annotator.colour_id(i.label) for i in raw['instances']])
     write_png(output / OVERLAYS / f'{item.key}.png', overlay)
+    if item.in_container:  # a bag frame: its only image file is the one written here
+        write_png(output / YOLO / item.file_name, frame.rgb)
     stat = item.path.stat()
     record = {'format': FORMAT_VERSION, 'settings_hash': settings_hash, 'key': item.key,
               'file_name': item.file_name, 'source_stat': [stat.st_size, stat.st_mtime_ns],
               'width': width, 'height': height, 'tags': raw['tags'],
               'instances': instances, 'seconds': round(raw['seconds'], 4)}
-    if item.depth_file is not None and frame.intrinsics is not None:
+    if item.stamp_ns is not None:
+        record['stamp_ns'] = item.stamp_ns
+    if frame.depth_m is not None and frame.intrinsics is not None:
         intr = frame.intrinsics
-        record['depth_file'] = item.depth_file
+        if item.depth_file is not None:
+            record['depth_file'] = item.depth_file
         record['intrinsics'] = {'fx': intr.fx, 'fy': intr.fy, 'cx': intr.cx, 'cy': intr.cy}
     write_json(output / RECORDS / f'{item.key}.json', record)
     return record
@@ -309,7 +318,8 @@ def annotate(config: AnnotateConfig, on_image: Optional[Callable[[str], None]] =
     if int(config.batch_size) < 1:
         raise UsageError(f'--batch-size must be at least 1, got {config.batch_size}.')
     output = Path(config.output)
-    source = open_source(config.input_path, config.input_kind, exclude=output)
+    source = open_source(config.input_path, config.input_kind, exclude=output,
+                         bag_topics=config.bag_topics)
     fingerprint = config.fingerprint()
     settings_hash = hashlib.sha256(
         json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
@@ -320,7 +330,7 @@ def annotate(config: AnnotateConfig, on_image: Optional[Callable[[str], None]] =
     finished = {}
     for item in items:
         record = read_json(output / RECORDS / f'{item.key}.json')
-        if _is_current(record, item, settings_hash):
+        if _is_current(record, item, settings_hash, output):
             finished[item.key] = record
     todo = [item for item in items if item.key not in finished]
     if config.limit is not None:
@@ -462,10 +472,12 @@ def _flat(data: Dict[str, Any], prefix: str = '') -> Dict[str, Any]:
     return out
 
 
-def _is_current(record, item: SourceItem, settings_hash: str) -> bool:
+def _is_current(record, item: SourceItem, settings_hash: str, output: Path) -> bool:
     if record is None or record.get('settings_hash') != settings_hash \
             or record.get('file_name') != item.file_name:
         return False
+    if item.in_container and not (output / YOLO / item.file_name).is_file():
+        return False  # the decoded frame is gone: decode and annotate it again
     try:
         stat = item.path.stat()
     except OSError:
@@ -500,6 +512,7 @@ def _manifest(config, source: Source, categories, settings_hash, created, status
         'format': FORMAT_VERSION, 'tool': 'zs_perception_annotate', 'created': created,
         'updated': _now(), 'status': status, 'input': str(Path(config.input_path).resolve()),
         'input_kind': source.kind, 'has_depth': source.has_depth,
+        'bag_topics': source.topics or None,
         'settings_hash': settings_hash, 'fingerprint': config.fingerprint(),
         'settings': settings, 'categories': list(categories),
         'counts': {'images': len(source.items), 'annotated': len(finished),
@@ -529,7 +542,9 @@ def _write_outputs(output, config, source, categories, settings_hash, created, s
     items = {item.key: item for item in source.items}
     for record in records:
         item = items[record['key']]
-        yolo.place_image(item.path, output / YOLO / 'images' / f'{item.key}{item.path.suffix}')
+        if not item.in_container:  # bag frames: written as PNG when the image was finished
+            yolo.place_image(item.path,
+                             output / YOLO / 'images' / f'{item.key}{item.path.suffix}')
         yolo_text = yolo.label_lines(record['instances'], class_ids)
         path = output / YOLO / 'labels' / f'{item.key}.txt'
         if not path.exists() or path.read_text() != yolo_text:
@@ -561,15 +576,23 @@ def build_parser() -> argparse.ArgumentParser:
     """Build the command-line parser (model and threshold defaults: the node's)."""
     parser = argparse.ArgumentParser(
         prog='zs_perception_annotate',
-        description='Label a folder of images or a replay directory with an open-vocabulary '
-                    'segmentation backend: COCO JSON (RLE masks), YOLO segmentation files, '
+        description='Label a folder of images, a replay directory or a rosbag2 recording with '
+                    'an open-vocabulary segmentation backend: COCO JSON (RLE masks), YOLO '
+                    'segmentation files, '
                     'overlays and an HTML contact sheet. Rerun the same command to resume.')
-    parser.add_argument('input', help='a folder of images (searched recursively) or a replay '
-                        'directory (colour, optional depth, camera_info.json)')
+    parser.add_argument('input', help='a folder of images (searched recursively), a replay '
+                        'directory (colour, optional depth, camera_info.json) or a rosbag2 '
+                        'recording (directory with metadata.yaml, or a .mcap / .db3 file)')
     parser.add_argument('--output', '-o', required=True, help='output folder (created)')
     parser.add_argument('--input-kind', choices=SOURCE_KINDS, default='auto',
-                        help='auto: a replay directory if it holds camera_info.json or '
+                        help='auto: a bag if it is a .mcap / .db3 file or holds '
+                        'metadata.yaml, a replay directory if it holds camera_info.json or '
                         'intrinsics.json, else a folder')
+    for role, kind in (('image', 'sensor_msgs/Image or CompressedImage'),
+                       ('depth', 'depth sensor_msgs/Image'),
+                       ('camera_info', 'sensor_msgs/CameraInfo')):
+        parser.add_argument(f'--bag-{role.replace("_", "-")}-topic', default='',
+                            help=f'bag input: the {kind} topic (default: found by type)')
     labels = parser.add_argument_group('labels')
     labels.add_argument('--vocabulary', default='', help='labels to look for, separated by '
                         'commas or semicolons, e.g. "mug, power drill"')
@@ -606,7 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ('min_depth_m', 'max_depth_m'):
         engine.add_argument('--' + name.replace('_', '-'), type=float,
                             default=SPECS[name].default, help=SPECS[name].description +
-                            ' (replay directories with depth: 3D boxes)')
+                            ' (replay directories and bags with depth: 3D boxes)')
     run = parser.add_argument_group('run')
     run.add_argument('--batch-size', type=int, default=1,
                      help='images read ahead and written behind while the model runs '
@@ -659,6 +682,8 @@ def config_from_args(args: argparse.Namespace) -> AnnotateConfig:
         tag_vocabulary += read_vocabulary_file(args.tag_vocabulary_file)
     return AnnotateConfig(
         input_path=args.input, output=args.output, input_kind=args.input_kind,
+        bag_topics={role: getattr(args, f'bag_{role}_topic')
+                    for role in ('image', 'depth', 'camera_info')},
         vocabulary=vocabulary, tagging=not args.no_tagging, tag_vocabulary=tag_vocabulary,
         tag_threshold=args.tag_threshold, max_tags=args.max_tags, backend=args.backend,
         engine=engine, backend_thresholds=_assignments(args.set, '--set'),

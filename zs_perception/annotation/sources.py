@@ -1,4 +1,4 @@
-"""Inputs of an annotation run: a folder of images or a replay directory, read one image at a time.
+"""Inputs of an annotation run: an image folder, a replay directory or a bag, one image at a time.
 
 * **Image folder**: every file under the folder (recursively, hidden files and folders left
   out) whose extension is one of :data:`IMAGE_EXTENSIONS`, in sorted relative-path order.
@@ -7,25 +7,35 @@
   ``camera_info.json``): its frames in play order; with depth, each frame also carries its
   depth in metres and the camera intrinsics, and the run adds 3D boxes to the records.
 
-A rosbag2 recording is recognised and refused with a message saying how to convert it, until
-bag reading lands in the package.
+* **rosbag2 recording** (a directory with ``metadata.yaml``, or one ``.mcap`` / ``.db3``
+  file; read with :class:`zs_perception.bags.BagFrames`): one item per colour message, in
+  recording order, keyed ``frame_NNNNNN`` (its index, six digits) and named
+  ``images/frame_NNNNNN.png`` (``file_name``: where the run writes the decoded frame,
+  relative to the output's ``yolo/`` folder, since the bag holds no image file). Depth and
+  camera info of the same stamp come with the frame when the bag has them (3D boxes as for
+  a replay directory); topics are chosen by name or found by type
+  (:func:`zs_perception.bags.choose_topics`). ``path`` is the bag's storage file, whose
+  size and modification time identify it when a run resumes.
 
 Every item has a ``key``: a file-name-safe name, unique in the source and stable between runs
 over the same files, that names its record, overlay and YOLO files.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
+from zs_perception.bags import BagFrames
 from zs_perception.geometry.camera import CameraIntrinsics
 from zs_perception.replay_directory import INTRINSICS_FILES, read_color, ReplayDirectory
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
-SOURCE_KINDS = ('auto', 'folder', 'replay')
-_BAG_SUFFIXES = ('.db3', '.mcap')
+SOURCE_KINDS = ('auto', 'folder', 'replay', 'bag')
+BAG_SUFFIXES = ('.db3', '.mcap')
+# Bag items have no image file: the run writes the decoded frame as a PNG here (under yolo/).
+BAG_IMAGE_DIR = 'images'
 _KEY_SEPARATOR = '__'
 
 
@@ -59,6 +69,9 @@ class SourceItem:
         depth_path: the depth file, or ``None``.
         depth_file: ``depth_path`` relative to the source directory, or ``None``.
         read: decodes the image; raises ``ValueError`` (or ``OSError``) when it cannot.
+        stamp_ns: header stamp of a bag frame (integer ns), else ``None``.
+        in_container: the image is a message inside ``path`` (a bag), not a file of its
+            own: the run writes the decoded frame as ``file_name`` under ``yolo/``.
 
     """
 
@@ -68,6 +81,8 @@ class SourceItem:
     depth_path: Optional[Path]
     read: Callable[[], Frame]
     depth_file: Optional[str] = None
+    stamp_ns: Optional[int] = None
+    in_container: bool = False
 
 
 @dataclass
@@ -75,11 +90,13 @@ class Source:
     """The items of one input and what was left out of it.
 
     Attributes:
-        kind: ``'folder'`` or ``'replay'``.
-        root: the input directory.
+        kind: ``'folder'``, ``'replay'`` or ``'bag'``.
+        root: the input directory (or bag file).
         items: the images, in order.
         has_depth: whether items carry depth and intrinsics.
         ignored: relative paths of files that are not images (by extension).
+        topics: a bag's chosen ``{'image', 'depth', 'camera_info'}`` topics (``None``:
+            none of that role); empty for other kinds.
 
     """
 
@@ -88,37 +105,45 @@ class Source:
     items: List[SourceItem]
     has_depth: bool = False
     ignored: Tuple[str, ...] = ()
+    topics: Dict[str, Optional[str]] = field(default_factory=dict)
+
+
+def is_bag(path: Union[str, Path]) -> bool:
+    """Whether ``path`` looks like a rosbag2 recording (``metadata.yaml`` or a bag file)."""
+    path = Path(path)
+    return (path.is_file() and path.suffix in BAG_SUFFIXES) \
+        or (path.is_dir() and (path / 'metadata.yaml').is_file())
 
 
 def open_source(path: Union[str, Path], kind: str = 'auto',
-                exclude: Optional[Path] = None) -> Source:
-    """Scan an input path; nothing is decoded yet.
+                exclude: Optional[Path] = None,
+                bag_topics: Optional[Dict[str, str]] = None) -> Source:
+    """Scan an input path; nothing is decoded yet (a bag's messages are read into memory).
 
     Args:
-        path: a folder of images or a replay directory.
-        kind: ``'auto'`` (a replay directory when it holds one of
+        path: a folder of images, a replay directory or a rosbag2 recording.
+        kind: ``'auto'`` (a bag when :func:`is_bag`, a replay directory when it holds one of
             :data:`~zs_perception.replay_directory.INTRINSICS_FILES`, else a folder),
-            ``'folder'`` or ``'replay'``.
+            ``'folder'``, ``'replay'`` or ``'bag'``.
         exclude: a directory under ``path`` to leave out (the run's output folder).
+        bag_topics: ``{'image': ..., 'depth': ..., 'camera_info': ...}`` topic names of a
+            bag; a missing or empty one is found by type.
 
     Raises:
         FileNotFoundError: the path does not exist or holds no image.
-        ValueError: an unknown ``kind``, a rosbag2 recording, or a malformed replay directory.
+        ValueError: an unknown ``kind``, a malformed replay directory, or a bag that cannot
+            be read (:class:`zs_perception.bags.BagError`).
 
     """
     if kind not in SOURCE_KINDS:
         raise ValueError(f'Unknown input kind {kind!r}; expected one of '
                          f'{", ".join(SOURCE_KINDS)}.')
     root = Path(path)
-    if root.suffix in _BAG_SUFFIXES or (root.is_dir() and (root / 'metadata.yaml').is_file()):
-        raise ValueError(
-            f'{str(root)!r} is a rosbag2 recording, which this command cannot read yet. Play it '
-            'and record the frames as a replay directory (NNNNNN-color.png, NNNNNN-depth.png, '
-            'camera_info.json; see zs_perception/replay_directory.py), or export its images '
-            'to a folder, and annotate that.')
+    if kind == 'bag' or (kind == 'auto' and is_bag(root)):
+        return _bag_source(root, bag_topics or {})
     if not root.is_dir():
         raise FileNotFoundError(f'Input {str(root)!r} is not a directory; pass a folder of '
-                                'images or a replay directory.')
+                                'images, a replay directory or a rosbag2 recording.')
     has_intrinsics = any((root / name).is_file() for name in INTRINSICS_FILES)
     if kind == 'replay' or (kind == 'auto' and has_intrinsics):
         return _replay_source(root)
@@ -157,6 +182,43 @@ def _replay_source(root: Path) -> Source:
                                 depth_path=depth, read=_replay_reader(replay, index),
                                 depth_file=depth.relative_to(root).as_posix() if depth else None))
     return Source(kind='replay', root=root, items=items, has_depth=replay.has_depth)
+
+
+def _bag_source(root: Path, topics: Dict[str, str]) -> Source:
+    bag = BagFrames(root, image_topic=topics.get('image') or '',
+                    depth_topic=topics.get('depth') or '',
+                    camera_info_topic=topics.get('camera_info') or '')
+    if not len(bag):
+        raise FileNotFoundError(f'Bag {str(root)!r} holds no message on its colour topic '
+                                f'{bag.topics["image"]!r}; pass --bag-image-topic to choose '
+                                'another.')
+    storage = _bag_storage_file(bag.path)
+    items = []
+    for index, frame in enumerate(bag.frames):
+        key = f'frame_{index:06d}'
+        items.append(SourceItem(key=key, file_name=f'{BAG_IMAGE_DIR}/{key}.png', path=storage,
+                                depth_path=None, read=_bag_reader(bag, index),
+                                stamp_ns=frame.stamp_ns, in_container=True))
+    return Source(kind='bag', root=bag.path, items=items, has_depth=bag.has_depth,
+                  topics=dict(bag.topics))
+
+
+def _bag_storage_file(path: Path) -> Path:
+    """Return the file whose stat identifies a bag: itself, or a directory's largest one."""
+    if path.is_file():
+        return path
+    files = [p for p in path.iterdir() if p.is_file() and p.suffix in BAG_SUFFIXES]
+    return max(files, key=lambda p: (p.stat().st_size, p.name)) if files \
+        else path / 'metadata.yaml'
+
+
+def _bag_reader(bag: BagFrames, index: int) -> Callable[[], Frame]:
+    def read() -> Frame:
+        rgb, depth_m, intrinsics = bag.decode(index)
+        if depth_m is None or intrinsics is None:  # 3D boxes need both
+            return Frame(rgb=rgb)
+        return Frame(rgb=rgb, depth_m=depth_m, intrinsics=intrinsics)
+    return read
 
 
 def _reader(path: Path) -> Callable[[], Frame]:

@@ -4,7 +4,8 @@ Layout (what Ultralytics' ``segment`` task reads; labels are found by replacing 
 ``labels`` in an image's path)::
 
     yolo/data.yaml              path, train, val, names {0: first category, ...}
-    yolo/images/KEY.ext         the input image (hard link, else a copy)
+    yolo/images/KEY.ext         the input image (hard link, else a copy; a bag's frames
+                                are decoded and written as KEY.png)
     yolo/labels/KEY.txt         one line per polygon: class x1 y1 x2 y2 ...
 
 Coordinates are pixel indices divided by the image width and height (0 is the first pixel
