@@ -181,6 +181,7 @@ PARAMETERS = (
         'Longest wait (s) for the tf2 transform to target_frame at an image stamp; after it '
         'the objects are published without poses, saying why.',
         value_range=(0.0, 1.0)),
+    ParameterSpec(
         'stream', True, bool,
         'Process every camera frame and publish the streaming outputs; false: frames are '
         'processed only while a FindObjects goal runs (the GPU idles between queries).',
