@@ -2,6 +2,8 @@
 
 Run from the repository root: ``python test/geometry_accuracy.py [--seeds N]``; prints JSON
 lines per case and a table per family and fault (median and worst errors, bound pass rate).
+With ``--flags``: the share of occluded, truncated and fully visible objects flagged
+``occluded`` and ``truncated`` instead (the misses with ``--verbose``).
 """
 
 import argparse
@@ -60,6 +62,28 @@ def run_case(family, seed, camera, fault, mode='clean', **kwargs):
     return scene, geo
 
 
+def flag_rates(args):
+    """Print, per scene mode, the share of cases flagged occluded and truncated."""
+    print(f'{"mode":10s} {"n":>4s} {"occluded":>9s} {"truncated":>9s}')
+    for mode in ('occluded', 'truncated', 'clean'):
+        flags = []
+        for fault in args.faults.split(','):
+            for family in args.families.split(','):
+                for camera in args.cameras.split(','):
+                    for seed in range(args.seeds):
+                        geo = run_case(family, seed, camera, fault, mode)[1]
+                        flags.append((geo.occluded, geo.truncated))
+                        wrong = (geo.occluded != (mode == 'occluded')
+                                 or geo.truncated != (mode == 'truncated'))
+                        if args.verbose and wrong:
+                            print(json.dumps({'mode': mode, 'fault': fault, 'family': family,
+                                              'camera': camera, 'seed': seed,
+                                              'occluded': geo.occluded,
+                                              'truncated': geo.truncated}))
+        rate = np.mean(flags, axis=0)
+        print(f'{mode:10s} {len(flags):4d} {rate[0]:9.3f} {rate[1]:9.3f}', flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument('--seeds', type=int, default=5)
@@ -67,7 +91,12 @@ def main():
     parser.add_argument('--families', default=','.join(raycaster.FAMILIES))
     parser.add_argument('--cameras', default='vga,hd')
     parser.add_argument('--verbose', action='store_true')
+    parser.add_argument('--flags', action='store_true',
+                        help='flag rates per scene mode instead of the accuracy table')
     args = parser.parse_args()
+    if args.flags:
+        flag_rates(args)
+        return
     rows = []
     for fault in args.faults.split(','):
         for family in args.families.split(','):

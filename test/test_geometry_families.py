@@ -53,11 +53,10 @@ def _check_bounds(fault, families=raycaster.FAMILIES, cameras=CAMERAS, seeds=SEE
 
 
 # The issue asks every case within its bounds. Known misses on these seeds (50 cases per
-# fault, docs/geometry.md): a large clean box at 5.2 mm; one box (vga seed 3) whose box axes
-# turn 8-15 degrees under flying pixels or erosion; a far tilted book a side 15 mm short under
-# noise, another 11.6 mm too thick under all faults. The allowance below is that, no more.
-ALLOWED_MISSES = {'clean': 1, 'noise': 1, 'missing': 0, 'flying': 1, 'dilate4': 0,
-                  'erode2': 1, 'mm16': 1, 'all_dilate4': 1, 'all_erode2': 1}
+# fault, docs/geometry.md): a large clean box at 5.2 mm; a far tilted book a side 15 mm short
+# under noise, another 11.6 mm too thick under all faults. The allowance below is that, no more.
+ALLOWED_MISSES = {'clean': 1, 'noise': 1, 'missing': 0, 'flying': 0, 'dilate4': 0,
+                  'erode2': 0, 'mm16': 1, 'all_dilate4': 1, 'all_erode2': 1}
 
 
 @pytest.mark.parametrize('fault', sorted(ALLOWED_MISSES))
@@ -96,7 +95,7 @@ def _flag_rates(mode, faults=('clean', 'all_dilate4')):
 
 def test_occluded_objects_are_flagged_and_visible_ones_are_not():
     occluded, truncated = _flag_rates('occluded')
-    assert occluded >= 0.9 and truncated <= 0.05  # the issue asks 0.95: 0.93 here
+    assert occluded >= 0.95 and truncated <= 0.05
     false_occluded, false_truncated = _flag_rates('clean')
     assert false_occluded <= 0.05 and false_truncated <= 0.05
 

@@ -11,6 +11,8 @@ from zs_perception.geometry._linalg import project, trimmed_range
 # Points the box axes are turned on, and the tolerance (degrees) of the second visit.
 AXIS_FIT_POINTS = 200
 _REFINE_DEG = 5.0
+# A fit from a turned start replaces the first one when its box residual is under this share.
+_SWITCH_SHARE = 0.5
 
 
 @njit('f8(f8[:], f8[:], f8, i8[:])', cache=True, nogil=True)
@@ -116,26 +118,6 @@ def fit_box_axes(points, axes):
     return axes
 
 
-@njit('Tuple((f8[:, :], f8[:], f8[:]))(f8[:, :], f8[:, :], f8)', cache=True, nogil=True)
-def oriented_box(centred, axes, trim):
-    """Fit the box the centred points hug: axes turned onto its faces, trimmed extents.
-
-    Args:
-        centred: ``(n, 3)`` points minus their mean, metres.
-        axes: ``(3, 3)`` starting axes (columns), e.g. the principal axes.
-        trim: fraction of the points trimmed at each end of each axis.
-
-    Returns:
-        ``(axes, lo, hi)``: the turned axes, columns longest first, and the trimmed range
-        ``(3,)`` of the points along each.
-
-    """
-    axes = fit_box_axes(centred[::-(-centred.shape[0] // AXIS_FIT_POINTS)], axes)
-    lo, hi = trimmed_range(project(centred, axes), trim)
-    order = np.argsort(lo - hi, kind='mergesort')  # longest first
-    return axes[:, order].copy(), lo[order], hi[order]
-
-
 @njit('f8(f8[:, :], f8[:], f8[:])', cache=True, nogil=True)
 def box_residual(local, lo, hi):
     """Median distance (m) of points ``local`` ``(n, 3)`` (box axes) to the box's surface.
@@ -154,3 +136,44 @@ def box_residual(local, lo, hi):
             outside += gap * gap
         dist[k] = np.sqrt(outside) if outside > 0 else inside
     return np.median(dist)
+
+
+@njit('Tuple((f8[:, :], f8[:], f8[:]))(f8[:, :], f8[:, :], f8)', cache=True, nogil=True)
+def oriented_box(centred, axes, trim):
+    """Fit the box the centred points hug: axes turned onto its faces, trimmed extents.
+
+    The hug objective can have two close minima (flying pixels or an eroded rim tilt the
+    principal axes toward the wrong one), so the fit also starts from the starting axes
+    turned by 45 degrees about each of them, and keeps the answer whose box the points lie
+    on best (least median distance to its surface, ``box_residual``) when that is under
+    ``_SWITCH_SHARE`` of the first answer's (near ties keep the first: a thin book's box fits
+    about as well turned, and the principal axes are the better start there).
+
+    Args:
+        centred: ``(n, 3)`` points minus their mean, metres.
+        axes: ``(3, 3)`` starting axes (columns), e.g. the principal axes.
+        trim: fraction of the points trimmed at each end of each axis.
+
+    Returns:
+        ``(axes, lo, hi)``: the turned axes, columns longest first, and the trimmed range
+        ``(3,)`` of the points along each.
+
+    """
+    sample = centred[::-(-centred.shape[0] // AXIS_FIT_POINTS)]
+    half = np.sqrt(0.5)
+    best_res = np.inf
+    best_axes, best_lo, best_hi = axes.copy(), np.zeros(3), np.zeros(3)
+    for start in range(4):  # as given, then turned 45 deg about axis 0, 1, 2
+        begin = axes.copy()
+        if start > 0:
+            i, j = (1, 0, 0)[start - 1], (2, 2, 1)[start - 1]
+            begin[:, i] = half * (axes[:, i] + axes[:, j])
+            begin[:, j] = half * (axes[:, j] - axes[:, i])
+        turned = fit_box_axes(sample, begin)
+        local = project(centred, turned)
+        lo, hi = trimmed_range(local, trim)
+        res = box_residual(local, lo, hi)
+        if start == 0 or res < _SWITCH_SHARE * best_res:
+            best_res, best_axes, best_lo, best_hi = res, turned, lo, hi
+    order = np.argsort(best_lo - best_hi, kind='mergesort')  # longest first
+    return best_axes[:, order].copy(), best_lo[order], best_hi[order]

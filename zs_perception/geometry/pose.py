@@ -343,11 +343,16 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
         return ObjectGeometry.without_pose(
             f'too few points ({len(points)} < {min_points})', len(points), valid_fraction,
             points.astype(np.float32), truncated=truncated)
-    n_outline, n_occluded, n_border, n_unseen = _points.outline(
-        depth_in, kept, w0, v0, h, w, sigma, z_ref, slope, _OCCLUSION_RADIUS_PX)
-    # Only the outline with depth around it is seen to be occluded or not (real depth has
-    # holes inside and around objects).
-    occluded = n_occluded >= OCCLUDED_SHARE * max(1, n_outline - n_unseen)
+    # Occlusion is looked for on three outlines: the kept points' (a mask that bleeds onto
+    # the occluder ends on it, the object's points do not), the mask's own (where the
+    # object's points end short of the occluder, e.g. its part near the table went with the
+    # support plane) and the kept core's (where flying pixels link the occluder to the
+    # object, the core still ends beside it). Only the outline with depth around it is seen
+    # to be occluded or not (real depth has holes inside and around objects).
+    counts = [_points.outline(depth_in, region, w0, v0, h, w, sigma, z_ref, slope,
+                              _OCCLUSION_RADIUS_PX) for region in (kept, inside, kept & seeds)]
+    occluded = any(c[1] >= OCCLUDED_SHARE * max(1, c[0] - c[3]) for c in counts)
+    n_outline, n_occluded, n_border, n_unseen = counts[0]  # the observed outline: confidence
     position, rotation, quat, extents, shape, residual = measure(
         points, trim_percent / 100.0, sigma)
     with np.errstate(over='ignore'):
