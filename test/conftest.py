@@ -52,3 +52,16 @@ def real_rgb():
     if not path.exists():
         pytest.skip(f'shared test data not found at {path}')
     return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+
+
+@pytest.fixture(scope='session')
+def sam3_models(tmp_path_factory):
+    """Tiny random SAM 3, SAM 3 LiteText, SAM 2 video and SAM 3 tracker directories.
+
+    Returns ``{'sam3': dir, 'sam3_lite_text': dir, 'sam2': dir, 'sam3_tracker': dir}`` from
+    ``zs_perception.testing.random_sam3_models`` (size tiny, seed 0); load them with
+    ``allow_random_weights=True``.
+    """
+    from zs_perception.testing.random_sam3_models import write_sam3_models
+
+    return write_sam3_models(tmp_path_factory.mktemp('sam3_models'), size='tiny', seed=0)

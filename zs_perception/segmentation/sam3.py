@@ -284,8 +284,10 @@ class Sam3Segmenter(Segmenter):
         Queries scoring (instance x presence) below ``threshold`` are dropped first; the
         rest are taken best first, :data:`_RESIZE_CHUNK` at a time, so only the masks needed
         are resized: a mask under ``min_area_px`` is dropped, one overlapping a kept mask of
-        its prompt by more than ``merge_iou`` is merged into it, and the rest become
-        instances until there are ``max_objects``.
+        its prompt by more than ``merge_iou`` is merged into it (union; the kept score), and
+        the rest become instances until there are ``max_objects``. Kept instances that the
+        unions made overlap by more than ``merge_iou`` are merged in turn, so no two
+        instances of a prompt overlap by more than that.
 
         Args:
             outputs: :meth:`forward`'s output for the active prompts.
@@ -325,6 +327,7 @@ class Sam3Segmenter(Segmenter):
                     kept.append([float(candidate_scores[chunk[k]]), index, masks[k]])
                 else:
                     target[2] = target[2] | masks[k]
+        kept = self._settle_merges(kept)
         instances = []
         for score, index, mask in kept:
             mask = mask.cpu().numpy()
@@ -332,6 +335,20 @@ class Sam3Segmenter(Segmenter):
                                       score=min(max(score, 0.0), 1.0), box=mask_box(mask),
                                       mask=mask))
         return instances
+
+    def _settle_merges(self, kept: List[List]) -> List[List]:
+        """Merge kept instances that a union made overlap by over ``merge_iou`` (best first)."""
+        merged = True
+        while merged and self.merge_iou < 1.0:
+            merged = False
+            for i, first in enumerate(kept):
+                target = self._merge_target(kept[:i], first[1], first[2], int(first[2].sum()))
+                if target is not None:
+                    target[2] = target[2] | first[2]
+                    del kept[i]
+                    merged = True
+                    break
+        return kept
 
     def _merge_target(self, kept: List[List], index: int, mask: torch.Tensor,
                       area: int) -> Optional[List]:
