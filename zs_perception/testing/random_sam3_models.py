@@ -49,6 +49,7 @@ DEFAULT_MODELS = ('sam3', 'sam3_lite_text', 'sam2', 'sam3_tracker')
 # about 0.2 and 0.8 (torch's default initialisation saturates them at 0 or 1).
 TINY_INIT_STD = 0.1
 TINY_IMAGE_SIZE = 112
+REDUCED_IMAGE_SIZE = 336
 TRACKER_TINY_WIDTH = 128
 TRACKER_MEMORY_WIDTH = 64
 # Bias of the tiny trackers' object-score head: with zero bias a random tracker calls about
@@ -84,13 +85,29 @@ def sam3_config(size: str, tokenizer, lite_text: bool = False):
     """Return the ``Sam3Config`` (or ``Sam3LiteTextConfig``) of a size.
 
     Args:
-        size: ``'tiny'`` or ``'full'``.
+        size: ``'tiny'``, ``'full'`` or ``'reduced'`` (for CPU
+            benchmarks: the full DETR encoder, decoder and mask head, a ViT-B-sized vision
+            encoder and a 6-layer text encoder at 336 px, so that a frame takes seconds,
+            not a minute, and the vision encoder still dominates as in the full model).
         tokenizer: the processor's tokenizer (vocabulary size and special token ids).
         lite_text: build the MobileCLIP-text variant (``Sam3LiteTextConfig``).
 
     """
     ids = {'vocab_size': len(tokenizer), 'bos_token_id': tokenizer.bos_token_id,
            'eos_token_id': tokenizer.eos_token_id, 'pad_token_id': tokenizer.pad_token_id}
+    if size == 'reduced':
+        grid = REDUCED_IMAGE_SIZE // 14
+        vision = {'backbone_config': {'model_type': 'sam3_vit_model', 'hidden_size': 768,
+                                      'intermediate_size': 3072, 'num_hidden_layers': 12,
+                                      'num_attention_heads': 12, 'window_size': 12,
+                                      'image_size': REDUCED_IMAGE_SIZE,
+                                      'global_attn_indexes': [2, 5, 8, 11]},
+                  'backbone_feature_sizes': [[4 * grid, 4 * grid], [2 * grid, 2 * grid],
+                                             [grid, grid]]}
+        text = {'model_type': 'clip_text_model', **ids, 'hidden_size': 512,
+                'intermediate_size': 2048, 'projection_dim': 512, 'num_hidden_layers': 6,
+                'num_attention_heads': 8, 'max_position_embeddings': SAM3_TEXT_TOKENS}
+        return Sam3Config(vision_config=vision, text_config=text)
     if size == 'full':
         text = dict(ids)
         if lite_text:
@@ -146,6 +163,7 @@ def small_init_(model: torch.nn.Module, std: float = TINY_INIT_STD, seed: int = 
 
 def _save(out_dir: Path, model, processor, what: str, size: str, seed: int) -> Path:
     """Save ``model`` and ``processor`` into ``out_dir`` and mark the directory as random."""
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
@@ -160,7 +178,7 @@ def sam3_processor(size: str) -> Sam3Processor:
     """Return a ``Sam3Processor`` (real CLIP BPE tokenizer over a small vocabulary)."""
     tokenizer = make_clip_tokenizer()
     tokenizer.model_max_length = SAM3_TEXT_TOKENS
-    side = 1008 if size == 'full' else TINY_IMAGE_SIZE
+    side = {'full': 1008, 'reduced': REDUCED_IMAGE_SIZE}.get(size, TINY_IMAGE_SIZE)
     image_processor = Sam3ImageProcessor(size={'height': side, 'width': side},
                                          mask_size={'height': side // 14 * 4,
                                                     'width': side // 14 * 4})
