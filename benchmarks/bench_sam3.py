@@ -1,4 +1,4 @@
-"""Benchmark the sam3 backend against the documented usage, and propagation against per-frame.
+r"""Benchmark the sam3 backend against the documented usage, and propagation against per-frame.
 
 Two tables, on a 640x480 frame:
 
@@ -53,7 +53,7 @@ WIDTH, HEIGHT = 640, 480
 
 
 def naive_segment(model, processor, image, phrases, device, dtype, threshold=THRESHOLD):
-    """The documented multi-prompt usage: processor, model and post-processing per prompt.
+    """Run the documented multi-prompt usage: processor, model, post-processing per prompt.
 
     Returns:
         One ``post_process_instance_segmentation`` result dict per phrase.
@@ -84,7 +84,7 @@ def _timed(fn, device):
 
 
 def build_sam3(size, device, dtype, seed=0):
-    """A random ``Sam3Model`` of ``size`` and its processor, in memory."""
+    """Build a random ``Sam3Model`` of ``size`` and its processor, in memory."""
     torch.manual_seed(seed)
     processor = random_sam3_models.sam3_processor(size)
     model = Sam3Model(random_sam3_models.sam3_config(size, processor.tokenizer)).eval()

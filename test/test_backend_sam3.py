@@ -30,7 +30,7 @@ THRESHOLD = 0.24
 
 
 def _real_image():
-    """A real 640x480 RGB frame from the shared data when present, else a rendered scene."""
+    """Load a real 640x480 RGB frame from the shared data when present, else a rendered scene."""
     roots = [os.environ.get('ZS_SHARED_DATA', ''),
              str(Path(__file__).resolve().parents[2] / 'shared' / 'data'), '/work/shared/data']
     for root in filter(None, roots):

@@ -184,7 +184,7 @@ PARAMETERS = (
         choices=tuple(TRACKERS)),
     ParameterSpec(
         'tracker_model', '', str,
-        "Tracker weights: a local directory or a Hugging Face id; empty: "
+        'Tracker weights: a local directory or a Hugging Face id; empty: '
         "'facebook/sam2.1-hiera-tiny' (sam2), 'yonigozlan/EdgeTAM-hf' (edgetam) or "
         "'facebook/sam3' (sam3_tracker)."),
     ParameterSpec(

@@ -23,9 +23,9 @@ frames and the current frame's pixels. Outputs are the same as the unpruned docu
 streaming usage (see the tests).
 """
 
+from dataclasses import dataclass, replace
 import logging
 import threading
-from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -180,7 +180,7 @@ class VideoTracker:
         return self._run(pixels, size)
 
     def track(self, image: np.ndarray) -> TrackedFrame:
-        """The tracked objects' masks in the next frame of the stream."""
+        """Track the objects into the next frame of the stream; their masks there."""
         if self.session is None:
             raise RuntimeError('VideoTracker.track called before start.')
         pixels, size = self.preprocess(image)

@@ -352,7 +352,7 @@ class Sam3Segmenter(Segmenter):
 
     def _merge_target(self, kept: List[List], index: int, mask: torch.Tensor,
                       area: int) -> Optional[List]:
-        """The kept instance of prompt ``index`` that ``mask`` overlaps by over ``merge_iou``."""
+        """Find the kept instance of prompt ``index`` that ``mask`` overlaps over ``merge_iou``."""
         if self.merge_iou >= 1.0:
             return None
         for entry in kept:
