@@ -18,7 +18,7 @@ Usage (from the repo root, after ``source scripts/env.sh``)::
 
     python -m benchmarks.bench_sam3 [--size tiny|reduced|full] [--device auto|cpu|cuda]
         [--precision auto|fp32|fp16|bf16] [--prompts 1,3,10] [--repeats 3]
-        [--trackers sam2,sam3_tracker] [--frames 30] [--every 5] [--objects 5]
+        [--trackers sam2,edgetam,sam3_tracker] [--frames 30] [--every 5] [--objects 5]
 
 Random weights built in memory (``zs_perception.testing.random_sam3_models``; nothing is
 written except the trackers' temporary directories): the figures are speed only. The
@@ -27,7 +27,7 @@ vision and text encoders (ViT-B-sized at 336 px) so a CPU run takes minutes; ``f
 ``facebook/sam3`` (ViT-L/14 at 1008 px, 840 M parameters), for a GPU::
 
     python -m benchmarks.bench_sam3 --size full --device cuda --prompts 1,3,10 \\
-        --trackers sam2,sam3_tracker --objects 5 --frames 60
+        --trackers sam2,edgetam,sam3_tracker --objects 5 --frames 60
 
 The random trackers' object-score head is biased so that objects stay "present" (random
 weights would otherwise drop them at random and turn frames into keyframes).
@@ -123,7 +123,8 @@ def bench_prompts(model, processor, image, counts, repeats, device, dtype, rows)
 
 def _tracker(name, size, out_dir, device, dtype):
     writer = {'sam2': random_sam3_models.write_sam2,
-              'sam3_tracker': random_sam3_models.write_sam3_tracker}[name]
+              'sam3_tracker': random_sam3_models.write_sam3_tracker,
+              'edgetam': random_sam3_models.write_edgetam}[name]
     directory = writer(Path(out_dir) / name, 'tiny' if size == 'tiny' else 'full')
     tracker = load_tracker(name, str(directory), device, dtype, allow_random_weights=True)
     with torch.no_grad():  # keep random objects 'present' (see the module docstring)
@@ -181,7 +182,7 @@ def main(argv=None):
     parser.add_argument('--precision', default='auto')
     parser.add_argument('--prompts', default='1,3,10', help='prompt counts (default 1,3,10)')
     parser.add_argument('--repeats', type=int, default=3)
-    parser.add_argument('--trackers', default='sam2,sam3_tracker',
+    parser.add_argument('--trackers', default='sam2,edgetam,sam3_tracker',
                         help="comma-separated trackers for the propagation table; '' skips it")
     parser.add_argument('--frames', type=int, default=30)
     parser.add_argument('--every', type=int, default=5, help='detect_every_n_frames')

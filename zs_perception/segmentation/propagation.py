@@ -316,8 +316,8 @@ class Propagator(Segmenter):
 
     def set_prompts(self, prompts: Sequence[PromptLike]) -> PromptReport:
         """Set the backend's prompts; the tracked objects end and the next frame is a keyframe."""
-        report = self.segmenter.set_prompts(prompts)
-        with self._lock:
+        with self._lock:  # not while a frame is being segmented with the old prompts
+            report = self.segmenter.set_prompts(prompts)
             self._end_tracks()
         return report
 

@@ -15,8 +15,8 @@ Usage::
 writes ``OUT_DIR/sam3`` (``Sam3Model`` + ``Sam3Processor``), ``OUT_DIR/sam3_lite_text``
 (``Sam3LiteTextModel`` + ``Sam3Processor``), ``OUT_DIR/sam2`` (``Sam2VideoModel`` +
 ``Sam2VideoProcessor``) and ``OUT_DIR/sam3_tracker`` (``Sam3TrackerVideoModel`` +
-``Sam3TrackerVideoProcessor``); ``OUT_DIR/edgetam`` (``EdgeTamVideoModel``) only when
-asked for and ``timm`` is installed (its backbone is a timm RepViT).
+``Sam3TrackerVideoProcessor``) and ``OUT_DIR/edgetam`` (``EdgeTamVideoModel`` +
+``Sam2VideoProcessor``; needs ``timm``: its backbone is a timm RepViT).
 
 ``tiny`` builds in about a second: 112 px input, widths of 32, one or two layers. Its
 weights are drawn with a small standard deviation (:data:`TINY_INIT_STD`) so that scores
@@ -43,7 +43,7 @@ from zs_perception.segmentation.loading import RANDOM_MARKER
 from zs_perception.testing.random_models import make_clip_tokenizer, SIZES
 
 MODELS = ('sam3', 'sam3_lite_text', 'sam2', 'sam3_tracker', 'edgetam')
-DEFAULT_MODELS = ('sam3', 'sam3_lite_text', 'sam2', 'sam3_tracker')
+DEFAULT_MODELS = MODELS
 # Standard deviation of the tiny models' weights: large enough that the outputs depend on
 # the prompt and the image, small enough that scores and mask probabilities stay between
 # about 0.2 and 0.8 (torch's default initialisation saturates them at 0 or 1).
@@ -301,8 +301,24 @@ def write_sam2(out_dir: Path, size: str = 'tiny', seed: int = 0) -> Path:
     return _save(out_dir, model, processor, 'this SAM 2 video tracker', size, seed)
 
 
+def _edgetam_backbone():
+    """EdgeTAM's RepViT-M1 backbone (timm), its four stages as features.
+
+    Spelt out because the config's default sets a misspelt key ('archirecture') and so
+    would build timm's default architecture instead.
+    """
+    from transformers import TimmWrapperConfig
+
+    return TimmWrapperConfig(architecture='repvit_m1', do_pooling=False,
+                             model_args={'in_chans': 3, 'features_only': True,
+                                         'out_indices': [0, 1, 2, 3]})
+
+
 def write_edgetam(out_dir: Path, size: str = 'tiny', seed: int = 0) -> Path:
-    """Write a random ``EdgeTamVideoModel`` (needs ``timm`` for its RepViT backbone).
+    """Write a random ``EdgeTamVideoModel`` and its ``Sam2VideoProcessor``.
+
+    Needs ``timm`` (EdgeTAM's vision backbone is a timm RepViT); the tiny model keeps the
+    real RepViT-M1 backbone (5 M parameters) at 128 px and shrinks the rest.
 
     Raises:
         ImportError: ``timm`` is not installed.
@@ -312,15 +328,40 @@ def write_edgetam(out_dir: Path, size: str = 'tiny', seed: int = 0) -> Path:
     from transformers import EdgeTamVideoConfig, EdgeTamVideoModel
 
     torch.manual_seed(seed)
-    side = 1024 if size == 'full' else 128
-    config = EdgeTamVideoConfig() if size == 'full' else EdgeTamVideoConfig(
-        **{**_tracker_common(size, 16), 'image_size': side})
+    if size == 'full':
+        # yonigozlan/EdgeTAM-hf: RepViT-M1 at 1024 px.
+        side = 1024
+        config = EdgeTamVideoConfig(vision_config={'model_type': 'edgetam_vision_model',
+                                                   'backbone_config': _edgetam_backbone()})
+    else:
+        side, width = 128, TRACKER_TINY_WIDTH
+        grid = side // 4
+        config = EdgeTamVideoConfig(
+            vision_config={'model_type': 'edgetam_vision_model',
+                           'backbone_config': _edgetam_backbone(), 'fpn_hidden_size': width,
+                           'backbone_feature_sizes': [[grid, grid], [grid // 2, grid // 2],
+                                                      [grid // 4, grid // 4]]},
+            prompt_encoder_config={'hidden_size': width, 'image_size': side,
+                                   'patch_size': 16, 'mask_input_channels': 4},
+            mask_decoder_config={'hidden_size': width, 'mlp_dim': 64,
+                                 'num_attention_heads': 2, 'iou_head_hidden_dim': 32},
+            image_size=side, memory_attention_hidden_size=width,
+            memory_attention_num_layers=1, memory_attention_mlp_hidden_size=64,
+            memory_attention_rope_feat_sizes=[side // 16, side // 16],
+            memory_attention_rope_k_sizes=[4, 4], perceiver_resampler_num_latents=16,
+            perceiver_resampler_num_latents_2d=16, perceiver_resampler_num_layers=1,
+            memory_encoder_hidden_size=width, mask_downsampler_embed_dim=width,
+            memory_fuser_embed_dim=width, memory_fuser_intermediate_dim=64,
+            memory_fuser_num_layers=1, initializer_range=TINY_INIT_STD)
     model = EdgeTamVideoModel(config).eval()
     if size == 'tiny':
         _tiny_tracker_init_(model, seed)
     processor = Sam2VideoProcessor(
-        image_processor=Sam2ImageProcessor(size={'height': side, 'width': side}),
-        video_processor=Sam2VideoVideoProcessor(size={'height': side, 'width': side}))
+        image_processor=Sam2ImageProcessor(size={'height': side, 'width': side},
+                                           mask_size={'height': side // 4, 'width': side // 4}),
+        video_processor=Sam2VideoVideoProcessor(size={'height': side, 'width': side},
+                                                image_mean=_IMAGENET_MEAN,
+                                                image_std=_IMAGENET_STD))
     return _save(out_dir, model, processor, 'this EdgeTAM video tracker', size, seed)
 
 
