@@ -70,7 +70,7 @@ def _stream(propagator, detector, scene, frames):
 
 @pytest.mark.parametrize('name', list(TRACKERS))
 def test_equals_the_documented_streaming_usage(sam3_models, name):
-    frames = 30  # more than the tracker's memory window (16): pruning is exercised
+    frames = 20  # more than the tracker's memory window (16): pruning is exercised
     scene = PanningScene(frames)
     detector = TruthSegmenter(scene)
     propagator = Propagator(detector, _tracker(sam3_models, name),

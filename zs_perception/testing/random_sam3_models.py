@@ -302,7 +302,7 @@ def write_sam2(out_dir: Path, size: str = 'tiny', seed: int = 0) -> Path:
 
 
 def _edgetam_backbone():
-    """EdgeTAM's RepViT-M1 backbone (timm), its four stages as features.
+    """Return the config of EdgeTAM's RepViT-M1 backbone (timm), four stages as features.
 
     Spelt out because the config's default sets a misspelt key ('archirecture') and so
     would build timm's default architecture instead.
