@@ -156,13 +156,14 @@ def bench_propagation(model, processor, trackers, size, frames, every, objects, 
             propagator.segment(stream[0])  # warm-up (a keyframe)
             propagator.set_prompts(PHRASES[:3])
             times, tracked = [], []
+            before = propagator.keyframes
             for f in stream:
                 seconds = _timed(lambda f=f: propagator.segment(f), device)
                 times.append(seconds)
                 if not propagator.last_was_keyframe:
                     tracked.append(seconds)
             rows.append({'mode': f'keyframe every {every} + {name}', 'objects': objects,
-                         'frames': frames, 'keyframes': propagator.keyframes,
+                         'frames': frames, 'keyframes': propagator.keyframes - before,
                          **_frame_stats(times),
                          'track_ms': stats_ms(tracked)['median_ms'] if tracked else None})
             print(rows[-1], flush=True)
