@@ -56,12 +56,18 @@ def real_rgb():
 
 @pytest.fixture(scope='session')
 def sam3_models(tmp_path_factory):
-    """Tiny random SAM 3, SAM 3 LiteText, SAM 2 video and SAM 3 tracker directories.
+    """Tiny random SAM 3, SAM 3 LiteText and SAM 2 / SAM 3 / EdgeTAM tracker directories.
 
-    Returns ``{'sam3': dir, 'sam3_lite_text': dir, 'sam2': dir, 'sam3_tracker': dir}`` from
+    Returns ``{'sam3': dir, 'sam3_lite_text': dir, 'sam2': dir, 'sam3_tracker': dir,
+    'edgetam': dir}`` (``edgetam`` only when timm is installed) from
     ``zs_perception.testing.random_sam3_models`` (size tiny, seed 0); load them with
     ``allow_random_weights=True``.
     """
-    from zs_perception.testing.random_sam3_models import write_sam3_models
+    import importlib.util
 
-    return write_sam3_models(tmp_path_factory.mktemp('sam3_models'), size='tiny', seed=0)
+    from zs_perception.testing.random_sam3_models import MODELS, write_sam3_models
+
+    # EdgeTAM needs timm (in requirements.txt); without it its tests skip.
+    only = [m for m in MODELS if m != 'edgetam' or importlib.util.find_spec('timm')]
+    return write_sam3_models(tmp_path_factory.mktemp('sam3_models'), size='tiny', seed=0,
+                             only=only)
