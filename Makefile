@@ -3,9 +3,10 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PYTEST_ARGS ?=
-# Fresh machines have no pretrained weights: the demo then runs on generated random weights
-# and says so loudly. With weights: make demo DEMO_ARGS="--clipseg-model DIR_OR_HF_ID".
-DEMO_ARGS ?= --random-weights
+# The demo uses real CLIPSeg weights when it can (the Hugging Face cache, then the hub) and
+# only without both falls back to random weights, saying so loudly (docs/replay.md).
+# Others: make demo DEMO_ARGS="--clipseg-model DIR_OR_HF_ID", "--weights real", "--bag BAG".
+DEMO_ARGS ?=
 
 .PHONY: help setup build test lint demo bench clean
 
@@ -13,7 +14,7 @@ help:
 	@echo "make setup  - create/update the venv (ROS 2 Jazzy wheels, torch, ...) and colcon-build"
 	@echo "make demo   - the main job: replay the shipped demo scene through the node (see README)"
 	@echo "make test   - run every test (pytest) against the colcon install, linters included"
-	@echo "make bench  - run the benchmarks (engine, geometry, node) and print JSON + tables"
+	@echo "make bench  - run the benchmarks (engine, geometry, node, bags) and print JSON + tables"
 	@echo "make clean  - remove build/, install/, log/ (the venv is kept)"
 
 setup:
@@ -35,7 +36,8 @@ demo: setup
 
 bench: setup
 	@source scripts/env.sh && python -m benchmarks.bench_engine && \
-	python -m benchmarks.bench_geometry && python -m benchmarks.bench_node
+	python -m benchmarks.bench_geometry && python -m benchmarks.bench_node && \
+	python -m benchmarks.bench_bags
 
 clean:
 	rm -rf build install log

@@ -23,10 +23,15 @@ setup(
         'torchvision',
         'transformers>=5.0,<6',
         'segment-anything',
+        'pycocotools',
+        'pyyaml',
     ],
+    # zs_perception.bags (rosbag2 in and out) imports rosbags only when used.
+    extras_require={'bags': ['rosbags']},
     entry_points={
         'console_scripts': [
             'zs-make-random-models = zs_perception.testing.random_models:main',
+            'zs_perception_annotate = zs_perception.annotation.run:main',
         ],
     },
 )

@@ -21,9 +21,8 @@ Usage (from the repo root, after ``source scripts/env.sh``)::
     python -m benchmarks.bench_backends [--size tiny|full] [--device auto|cpu|cuda]
         [--repeats 5]
 
-Random weights (``zs_perception.testing.random_backend_models`` and
-``make_random_models``); ``tiny`` models by default, since full-size SAM
-ViT-B alone takes ~20 s per frame on two CPU cores.
+Random weights (``zs_perception.testing.random_models``); ``tiny`` models by default,
+since full-size SAM ViT-B alone takes tens of seconds per frame on a small CPU.
 """
 
 import argparse
@@ -39,8 +38,7 @@ from transformers import Owlv2ForObjectDetection, Owlv2Processor
 from zs_perception.segmentation.clip_dense import ClipDenseSegmenter
 from zs_perception.segmentation.grounded_sam import GroundedSamSegmenter
 from zs_perception.segmentation.zero_guidance import TEMPLATE, ZeroGuidanceSegmenter
-from zs_perception.testing.random_backend_models import write_backend_models
-from zs_perception.testing.random_models import write_random_models
+from zs_perception.testing.random_models import write_backend_models, write_random_models
 
 PHRASES = ['mug', 'bottle', 'keyboard', 'chair', 'book', 'lamp', 'phone', 'bowl', 'box', 'pen']
 _HF = {'owlv2': (Owlv2Processor, Owlv2ForObjectDetection),
@@ -69,34 +67,42 @@ def reference_detect(processor, model, image, texts, detector, threshold=0.0):
     return out['boxes'], out['scores'], out['text_labels']
 
 
-def reference_sam_masks(predictor, image, boxes):
+def reference_sam_masks(predictor, image, boxes, return_logits=False):
     """``SamPredictor`` with one ``predict`` call per box, keeping the best of 3 masks.
 
     Returns:
-        ``(K, H, W)`` bool.
+        ``(K, H, W)`` bool masks, or with ``return_logits`` their ``float32`` logits.
 
     """
     predictor.set_image(image)
-    masks = []
-    for box in np.asarray(boxes, dtype=np.float64):
-        candidates, scores, _ = predictor.predict(box=box, multimask_output=True)
-        masks.append(candidates[int(scores.argmax())])
+    masks = [_best_mask(predictor, box, return_logits) for box in boxes]
     return np.stack(masks) if masks else np.zeros((0, *image.shape[:2]), bool)
+
+
+def clip_boxes(boxes, image):
+    """``(K, 4)`` pixel boxes clipped to the image, as ``float64`` numpy (SAM's input)."""
+    height, width = image.shape[:2]
+    limit = torch.tensor([width, height, width, height], dtype=boxes.dtype)
+    return torch.minimum(boxes.cpu().clamp(min=0), limit).numpy().astype(np.float64)
+
+
+def _best_mask(predictor, box, return_logits=False):
+    candidates, scores, _ = predictor.predict(box=np.asarray(box, dtype=np.float64),
+                                              multimask_output=True,
+                                              return_logits=return_logits)
+    return candidates[int(scores.argmax())]
 
 
 def reference_grounded_sam(processor, model, predictor, image, texts, detector, max_boxes):
     """Naive Grounded-SAM on one frame: detector as documented, then SAM box by box.
 
-    ``predictor`` must hold ``image`` already (``set_image``): the SAM image encoder is the
-    same computation on both sides and is timed once, apart.
+    Boxes are clipped to the image (as ours). ``predictor`` must hold ``image`` already
+    (``set_image``): the SAM image encoder is the same computation on both sides and is timed
+    once, apart.
     """
     boxes, scores, _ = reference_detect(processor, model, image, texts, detector)
     order = torch.argsort(scores, descending=True)[:max_boxes]
-    masks = []
-    for box in boxes[order].clamp(min=0).cpu().numpy().astype(np.float64):
-        candidates, scores, _ = predictor.predict(box=box, multimask_output=True)
-        masks.append(candidates[int(scores.argmax())])
-    return masks
+    return [_best_mask(predictor, box) for box in clip_boxes(boxes[order], image)]
 
 
 def reference_zero_guidance(generator, seg, image):

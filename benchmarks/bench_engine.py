@@ -5,9 +5,9 @@ Run from the repository root::
     python -m benchmarks.bench_engine [--prompts 1,3,10] [--repeats 5] [--sam-repeats 1]
         [--models DIR] [--size full|tiny] [--no-sam] [--device auto] [--precision auto]
 
-Both sides run in this one process on the same 640x480 frames (a real frame from
-../shared/data when present, else a synthetic one, shifted per repeat so every
-frame is new and no frame cache helps), with full-size architectures and random
+Both sides run in this one process on the same 640x480 frames (the real TUM office-desk
+frame shipped in test/data, shifted per repeat so every frame is new and no frame cache
+helps), with full-size architectures and random
 weights written by ``zs_perception.testing.random_models`` (or ``--models``):
 
 * CLIPSeg reference: ``CLIPSegProcessor(text=prompts, images=[frame] * N)`` then
@@ -39,6 +39,7 @@ import threading
 import time
 
 from benchmarks.report import emit, stats_ms
+import cv2
 import numpy as np
 from segment_anything import SamPredictor
 import torch
@@ -50,8 +51,8 @@ from zs_perception.segmentation.loading import load_sam
 from zs_perception.segmentation.sam import SamRefiner
 from zs_perception.testing.random_models import write_random_models
 
-DATA_FRAME = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'rgbd' / \
-    'tum_office_desk' / 'color.png'
+DATA_FRAME = Path(__file__).resolve().parents[1] / 'test' / 'data' / 'tum_office_desk' / \
+    'color.png'
 PROMPT_WORDS = ['mug', 'keyboard', 'chair', 'bottle', 'monitor', 'phone', 'book', 'lamp',
                 'pen', 'bag', 'cup', 'globe', 'scissors', 'dice', 'toy airplane', 'table']
 
@@ -99,13 +100,7 @@ def _rss_bytes():
 
 
 def _frame():
-    if DATA_FRAME.exists():
-        import cv2
-        return cv2.cvtColor(cv2.imread(str(DATA_FRAME)), cv2.COLOR_BGR2RGB)
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:480, 0:640]
-    base = np.stack([xx * 255 // 640, yy * 255 // 480, (xx + yy) % 256], axis=-1)
-    return (base + rng.integers(0, 20, base.shape)).clip(0, 255).astype(np.uint8)
+    return cv2.cvtColor(cv2.imread(str(DATA_FRAME)), cv2.COLOR_BGR2RGB)
 
 
 def _sync(device):
@@ -267,8 +262,8 @@ def main(argv=None):
     parser.add_argument('--sam-repeats', type=int, default=1,
                         help='timed SAM image encodings per implementation (default 1)')
     parser.add_argument('--models', type=Path, default=None,
-                        help='directory from make_random_models (default: write full-size '
-                             'random models to a temporary directory)')
+                        help='directory from zs_perception.testing.random_models (default: '
+                             'write full-size random models to a temporary directory)')
     parser.add_argument('--size', choices=('full', 'tiny'), default='full',
                         help='model size when writing models (default full)')
     parser.add_argument('--no-sam', action='store_true', help='skip the SAM comparison')

@@ -27,14 +27,20 @@ Figures per row:
   camera_info and the worker thread), ``convert``, ``geometry``, ``tracking``, ``publish``
   (every output; ``~/objects`` goes first).
 
-The ``scene masks`` rows measure the ROS overhead, so their segmenter is a benchmark-only
-stand-in that returns 5 precomputed masks of the rendered scene (the box, the cylinder
-and three table patches) instantly; it lives here, not in the package, and is never used
-outside this benchmark. ``--clipseg`` adds a row with the real CLIPSeg backend on
-full-size random weights (meaningless masks, real compute).
+The ``scene masks`` rows measure the ROS overhead, so their segmenter is the test double
+:class:`zs_perception.testing.doubles.FixedMaskSegmenter` returning 5 precomputed masks of
+the rendered scene (the box, the cylinder and three table patches) instantly.
+
+The starvation rows play the same camera with one stream faulty (``--no-starvation``
+leaves them out): depth published by a live publisher that never sends (``depth
+silent``), camera_info stamped 0, depth stamped 0.5 s ahead. The node must keep the
+camera rate (``throughput_hz`` close to ``published_hz``) and publish without poses.
+``--clipseg`` adds a row with the real CLIPSeg backend on full-size random weights
+(meaningless masks, real compute).
 """
 
 import argparse
+import copy
 import functools
 import multiprocessing
 import os
@@ -58,7 +64,8 @@ from visualization_msgs.msg import MarkerArray
 from zs_perception.msg import SegmentedObjectArray
 from zs_perception.ros.node import PerceptionNode
 from zs_perception.ros.replay import ReplayPublisher
-from zs_perception.segmentation.base import Instance, PromptReport, SegmentationResult, Segmenter
+from zs_perception.segmentation.base import Segmenter
+from zs_perception.testing.doubles import FixedMaskSegmenter
 from zs_perception.testing.scene import render_scene
 from zs_perception.tools.make_demo_scene import make_demo_scene
 
@@ -70,34 +77,6 @@ NODE_STAGES = ('arrival', 'wait', 'convert', 'geometry', 'tracking', 'publish')
 PROFILE_VARIABLE = 'FASTRTPS_DEFAULT_PROFILES_FILE'
 SHM_PROFILE = pathlib.Path(__file__).resolve().parents[1] / 'config' / 'fastdds_shm.xml'
 LABELS = ('red box', 'blue cylinder', 'table patch a', 'table patch b', 'table patch c')
-
-
-class SceneMaskSegmenter(Segmenter):
-    """Benchmark-only: returns the 5 known masks of the demo scene, whatever the image."""
-
-    def __init__(self, masks):
-        self._masks = masks
-        self._prompts = []
-        self.threshold, self.min_area_px, self.max_objects = 0.4, 100, 20
-        self.engine_s = []  # (wall-clock end s, seconds) per call
-
-    def set_prompts(self, prompts):
-        self._prompts = [str(p) for p in prompts]
-        return PromptReport(active=list(self._prompts))
-
-    @property
-    def prompts(self):
-        return list(self._prompts)
-
-    def segment(self, image):
-        t0 = time.perf_counter()
-        instances = []
-        for index, (label, mask) in enumerate(zip(self._prompts, self._masks)):
-            rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-            box = np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], np.float32)
-            instances.append(Instance(label, index, 0.9 - 0.01 * index, box, mask))
-        self.engine_s.append((time.time(), time.perf_counter() - t0))
-        return SegmentationResult(instances, {})
 
 
 class TimedSegmenter(Segmenter):
@@ -166,16 +145,49 @@ def _node_process(make_segmenter, prompts, domain_id, ready, stop, results):
         rclpy.try_shutdown(context=context)
 
 
-def _driver_process(scene_dir, seconds, debug_image, domain_id, stop, results):
+class _FaultyPublisher:
+    """Benchmark-only: a replay publisher that drops or misstamps what it publishes."""
+
+    def __init__(self, publisher, fault):
+        self._publisher = publisher
+        self._fault = fault
+
+    def __getattr__(self, name):
+        return getattr(self._publisher, name)
+
+    def publish(self, msg):
+        if self._fault == 'silent':
+            return
+        header = copy.deepcopy(msg.header)
+        if self._fault == 'stamp 0':
+            header.stamp.sec, header.stamp.nanosec = 0, 0
+        elif self._fault == 'ahead 0.5 s':
+            header.stamp.sec, header.stamp.nanosec = divmod(
+                header.stamp.sec * 10**9 + header.stamp.nanosec + 500_000_000, 10**9)
+        msg.header = header
+        self._publisher.publish(msg)
+
+
+# Starvation rows: (name, replay stream, fault).
+STARVATION = (('depth silent', '_depth_pub', 'silent'),
+              ('camera_info stamped 0', '_info_pub', 'stamp 0'),
+              ('depth 0.5 s ahead', '_depth_pub', 'ahead 0.5 s'))
+
+
+def _driver_process(scene_dir, seconds, debug_image, domain_id, stop, results, fault=None):
     """Child process: the replay publisher and the recorder, for one row.
 
     Waits for the node to subscribe, plays the scene for ``WARMUP_S + seconds`` and puts the
-    measured window on ``results``: ``{'received': [(stamp s, receipt s, objects)], ...}``.
+    measured window on ``results``: ``{'received': [(stamp s, receipt s, objects, poses)],
+    ...}``. ``fault``: ``(replay publisher attribute, fault)`` from :data:`STARVATION`.
     """
     context = Context()
     rclpy.init(context=context, domain_id=domain_id)
     replay = ReplayPublisher(context=context, autostart=False, parameter_overrides=[
         Parameter('directory', value=str(scene_dir)), Parameter('rate_hz', value=RATE_HZ)])
+    if fault is not None:
+        attribute, kind = fault
+        setattr(replay, attribute, _FaultyPublisher(getattr(replay, attribute), kind))
     recorder = rclpy.create_node('bench_recorder', context=context)
     base = '/zs_perception'
     lock = threading.Lock()
@@ -192,7 +204,7 @@ def _driver_process(scene_dir, seconds, debug_image, domain_id, stop, results):
         now = recorder.get_clock().now().nanoseconds * 1e-9
         with lock:
             received.append((msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9, now,
-                             len(msg.objects)))
+                             len(msg.objects), sum(o.has_pose for o in msg.objects)))
             counts['objects'] = counts.get('objects', 0) + 1
 
     recorder.create_subscription(SegmentedObjectArray, f'{base}/objects', on_objects, 10)
@@ -248,7 +260,8 @@ def _driver_process(scene_dir, seconds, debug_image, domain_id, stop, results):
         rclpy.try_shutdown(context=context)
 
 
-def run_row(scene_dir, make_segmenter, seconds, debug_image, prompts, fastdds_profile=None):
+def run_row(scene_dir, make_segmenter, seconds, debug_image, prompts, fastdds_profile=None,
+            fault=None):
     """Run one graph for ``seconds`` after warm-up; return the row's figures.
 
     The node runs in its own process, as it does when deployed; the replay publisher and
@@ -269,7 +282,7 @@ def run_row(scene_dir, make_segmenter, seconds, debug_image, prompts, fastdds_pr
             node.kill()
             raise RuntimeError('the node process did not start within 300 s')
         driver = spawn.Process(target=_driver_process, args=(scene_dir, seconds, debug_image,
-                                                             domain_id, stop, driver_q),
+                                                             domain_id, stop, driver_q, fault),
                                daemon=True)
         driver.start()
     finally:
@@ -308,6 +321,7 @@ def run_row(scene_dir, make_segmenter, seconds, debug_image, prompts, fastdds_pr
         'throughput_hz': round(len(window) / elapsed, 1),
         'drop_rate': round(max(0.0, 1.0 - len(window) / max(published, 1)), 3),
         'objects_per_frame': round(float(np.mean([r[2] for r in window])), 1),
+        'poses_per_frame': round(float(np.mean([r[3] for r in window])), 1),
         **{f'node_{stage}_ms': round(ms, 2) for stage, ms in stages.items()},
         'all_outputs_published': not missing,
         **{f'node_{k}': int(diagnostics.get(k, -1)) for k in
@@ -321,26 +335,33 @@ def main(argv=None):
                         help='measured seconds per row, after 2 s of warm-up (default 10)')
     parser.add_argument('--clipseg', action='store_true',
                         help='add a row with CLIPSeg on full-size random weights')
+    parser.add_argument('--no-starvation', action='store_true',
+                        help='leave out the rows with a faulty depth or camera_info stream')
     args = parser.parse_args(argv)
     scene = render_scene(640, 480, seed=0)
-    masks = scene_masks(scene)
+    masks = dict(zip(LABELS, scene_masks(scene)))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         scene_dir = make_demo_scene(tmp, frames=1)
         for transport, profile, debug_images in (('shm profile', SHM_PROFILE, (True, False)),
                                                  ('fast dds defaults', None, (False,))):
             for debug_image in debug_images:
-                row = run_row(scene_dir, functools.partial(SceneMaskSegmenter, masks),
+                row = run_row(scene_dir, functools.partial(FixedMaskSegmenter, masks),
                               args.seconds, debug_image, LABELS, profile)
                 rows.append({'segmenter': 'scene masks (5 objects)', 'transport': transport,
-                             'depth': True, 'debug_image': debug_image, **row})
+                             'fault': 'none', 'debug_image': debug_image, **row})
+        for name, attribute, kind in () if args.no_starvation else STARVATION:
+            row = run_row(scene_dir, functools.partial(FixedMaskSegmenter, masks),
+                          args.seconds, False, LABELS, SHM_PROFILE, (attribute, kind))
+            rows.append({'segmenter': 'scene masks (5 objects)', 'transport': 'shm profile',
+                         'fault': name, 'debug_image': False, **row})
         if args.clipseg:
             from zs_perception.testing.random_models import write_random_models
             made = write_random_models(f'{tmp}/models', size='full', sam_type='none')
             row = run_row(scene_dir, functools.partial(clipseg_segmenter, made['clipseg']),
                           max(args.seconds, 20.0), True, LABELS[:2], SHM_PROFILE)
             rows.append({'segmenter': 'CLIPSeg rd64 (random weights)',
-                         'transport': 'shm profile', 'depth': True,
+                         'transport': 'shm profile', 'fault': 'none',
                          'debug_image': True, **row})
     emit('node', rows, {
         'input': f'640x480 rgb8 + 16UC1 depth + camera_info at {RATE_HZ:.0f} Hz',

@@ -19,20 +19,40 @@ subscriptions are remapped to), ``rviz`` (start rviz2 with config/zs_perception.
 ``replay_dir`` (non-empty: also start ``zs_perception_replay`` on that directory,
 publishing on the same topics) and ``replay_rate_hz``.
 
+With ``rviz:=true`` the launch first checks that rviz2 is installed and stops, starting
+nothing, with how to install it when it is not. When the perception node exits (a fatal
+start-up error, a crash) the whole launch shuts down, so the replay is never left running
+alone. The parameter file's key (``/**/zs_perception``) applies it under any ``namespace``.
+
 The processes it starts load the package's Fast DDS profile (config/fastdds_shm.xml: shared
 memory large enough for camera images) unless ``FASTRTPS_DEFAULT_PROFILES_FILE`` is already
 set; export the same variable for the camera driver, whose shared memory carries the images.
 """
 
+import shutil
+
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
-from launch.conditions import IfCondition, LaunchConfigurationNotEquals
-from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJoinSubstitution
+from launch.actions import (DeclareLaunchArgument, OpaqueFunction, RegisterEventHandler,
+                            SetEnvironmentVariable, Shutdown)
+from launch.conditions import IfCondition
+from launch.event_handlers import OnProcessExit
+from launch.substitutions import (EnvironmentVariable, LaunchConfiguration,
+                                  NotEqualsSubstitution, PathJoinSubstitution)
 from launch_ros.actions import Node
 from launch_ros.descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
 PACKAGE = 'zs_perception'
+RVIZ_INSTALL_HINT = ('rviz:=true but rviz2 is not installed (not on PATH). Install it with '
+                     '`sudo apt install ros-jazzy-rviz2`, or launch with rviz:=false.')
+
+
+def _check_rviz(context):
+    """Fail the launch before anything starts when rviz2 is asked for but missing."""
+    wanted = LaunchConfiguration('rviz').perform(context).strip().lower() in ('true', '1')
+    if wanted and shutil.which('rviz2') is None:
+        raise RuntimeError(RVIZ_INSTALL_HINT)
+    return []
 
 
 def generate_launch_description():
@@ -96,7 +116,7 @@ def generate_launch_description():
         }],
         remappings=camera_remaps,
         output='screen',
-        condition=LaunchConfigurationNotEquals('replay_dir', ''),
+        condition=IfCondition(NotEqualsSubstitution(LaunchConfiguration('replay_dir'), '')),
     )
     rviz = Node(
         package='rviz2',
@@ -105,4 +125,10 @@ def generate_launch_description():
         arguments=['-d', PathJoinSubstitution([share, 'config', 'zs_perception.rviz'])],
         condition=IfCondition(LaunchConfiguration('rviz')),
     )
-    return LaunchDescription(arguments + [fastdds_profile, perception, replay, rviz])
+    # Without the perception node there is nothing to show or replay for: stop everything.
+    stop_with_node = RegisterEventHandler(OnProcessExit(
+        target_action=perception,
+        on_exit=[Shutdown(reason='the zs_perception node exited')]))
+    return LaunchDescription(arguments + [OpaqueFunction(function=_check_rviz),
+                                          fastdds_profile, stop_with_node, perception, replay,
+                                          rviz])

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-DATA_DIR = Path(__file__).resolve().parents[2] / 'shared' / 'data'
+#: Real frames shipped with the tests (licences and attribution in data/PROVENANCE.md).
+TEST_DATA = Path(__file__).resolve().parent / 'data'
 
 
 @pytest.fixture(scope='session')
@@ -32,25 +33,20 @@ def backend_models(tmp_path_factory):
     """Tiny random OWLv2, Grounding DINO and CLIP directories, written once per session.
 
     Returns ``{'owlv2': dir, 'grounding_dino': dir, 'clip': dir}`` from
-    ``zs_perception.testing.random_backend_models`` (size tiny, seed 0); load them with
+    ``zs_perception.testing.random_models`` (size tiny, seed 0); load them with
     ``allow_random_weights=True``.
     """
-    from zs_perception.testing.random_backend_models import write_backend_models
+    from zs_perception.testing.random_models import write_backend_models
 
     return write_backend_models(tmp_path_factory.mktemp('backend_models'), size='tiny', seed=0)
 
 
 @pytest.fixture(scope='session')
 def real_rgb():
-    """Load a real 640x480 RGB office-desk frame from ../shared/data, ``(480, 640, 3)`` uint8.
-
-    Skips the test when the shared data directory is absent.
-    """
+    """Load the real 640x480 TUM office-desk frame of test/data: ``(480, 640, 3)`` uint8 RGB."""
     import cv2
 
-    path = DATA_DIR / 'rgbd' / 'tum_office_desk' / 'color.png'
-    if not path.exists():
-        pytest.skip(f'shared test data not found at {path}')
+    path = TEST_DATA / 'tum_office_desk' / 'color.png'
     return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
 
 

@@ -10,8 +10,7 @@ import rclpy
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, qos_profile_sensor_data, QoSProfile,
-                       ReliabilityPolicy)
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header, String
 from visualization_msgs.msg import MarkerArray
@@ -19,49 +18,8 @@ from visualization_msgs.msg import MarkerArray
 from zs_perception.msg import SegmentedObjectArray
 from zs_perception.ros import conversions
 from zs_perception.ros.node import PerceptionNode
-from zs_perception.segmentation.base import Instance, PromptReport, SegmentationResult, Segmenter
-
-GOAL_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                      reliability=ReliabilityPolicy.RELIABLE,
-                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
-
-
-class FixedMaskSegmenter(Segmenter):
-    """Returns a known mask for each active prompt that names one; optionally slow."""
-
-    def __init__(self, masks, delay_s=0.0, score=0.9):
-        self.masks = dict(masks)
-        self.delay_s = delay_s
-        self.score = score
-        self.threshold = 0.4
-        self.min_area_px = 100
-        self.max_objects = 20
-        self._prompts = []
-        self.calls = 0
-        self.prompt_history = []
-
-    def set_prompts(self, prompts):
-        self._prompts = list(prompts)
-        self.prompt_history.append(list(prompts))
-        return PromptReport(active=list(prompts))
-
-    @property
-    def prompts(self):
-        return list(self._prompts)
-
-    def segment(self, image):
-        self.calls += 1
-        if self.delay_s:
-            time.sleep(self.delay_s)
-        instances = []
-        for index, label in enumerate(self._prompts):
-            mask = self.masks.get(label)
-            if mask is None or mask.shape != image.shape[:2]:
-                continue
-            rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-            box = np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], np.float32)
-            instances.append(Instance(label, index, self.score - 0.01 * index, box, mask))
-        return SegmentationResult(instances, {'fake': self.delay_s})
+from zs_perception.ros.qos import GOAL_QOS
+from zs_perception.testing.doubles import FixedMaskSegmenter  # noqa: F401 (the tests' double)
 
 
 def rss_mb():

@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from benchmarks.bench_backends import reference_detect, reference_sam_masks
+from benchmarks.bench_backends import clip_boxes, reference_detect
+from helpers_masks import assert_mask_matches_logits
 import numpy as np
 import pytest
 from segment_anything import SamPredictor
@@ -30,9 +31,14 @@ def image():
     return img
 
 
-@pytest.mark.parametrize('detector', ['owlv2', 'grounding_dino'])
-def test_masks_equal_reference_grounded_sam(detector, backend_models, tiny_models,
-                                            image):
+@pytest.fixture(scope='module', params=['owlv2', 'grounding_dino'])
+def ours_and_reference(request, backend_models, tiny_models, real_rgb):
+    """Our grounded_sam result and the reference's inputs for the 5 best boxes of TEXTS.
+
+    On a real frame, where SAM's best candidate is not the same for every box.
+    """
+    image = real_rgb
+    detector = request.param
     seg = _make(backend_models, tiny_models, detector, threshold=0.0, min_area_px=0,
                 max_objects=5, nms_iou=1.0)
     seg.set_prompts(TEXTS)
@@ -44,18 +50,53 @@ def test_masks_equal_reference_grounded_sam(detector, backend_models, tiny_model
     assert len(decoder_calls) == 1  # every box in one decoder call
     # Reference: the documented detector usage, the 5 best boxes, SamPredictor per box.
     with torch.inference_mode():
-        boxes, scores, _ = reference_detect(
+        boxes, scores, labels = reference_detect(
             _processor(detector, backend_models), _model(detector, backend_models), image,
             TEXTS, detector)
     order = torch.argsort(scores, descending=True)[:5]
-    ref_masks = reference_sam_masks(SamPredictor(seg.refiner.sam), image,
-                                    boxes[order].clamp(min=0).numpy())
-    assert len(result.instances) == 5
+    predictor = SamPredictor(seg.refiner.sam)
+    predictor.set_image(image)
+    candidates = [predictor.predict(box=box, multimask_output=True, return_logits=True)[:2]
+                  for box in clip_boxes(boxes[order], image)]
+    reference = {'scores': scores[order].numpy(), 'candidates': candidates,
+                 'labels': labels[order].numpy() if detector == 'owlv2' else None}
+    return seg, result, reference
+
+
+def _assert_equal_to_reference(seg, result, reference, pick=np.argmax,
+                               mask_threshold=None, label_shift=0):
+    """Our instances against the reference; the keywords mutate the reference."""
     ours = sorted(result.instances, key=lambda i: -i.score)
-    np.testing.assert_allclose([i.score for i in ours], scores[order].numpy(), atol=1e-4)
-    for inst, ref in zip(ours, ref_masks):
-        assert np.array_equal(inst.mask, ref)
+    assert len(ours) == len(reference['candidates']) == 5
+    np.testing.assert_allclose([i.score for i in ours], reference['scores'], atol=1e-4)
+    threshold = seg.refiner.sam.mask_threshold if mask_threshold is None else mask_threshold
+    for k, (inst, (logits, iou)) in enumerate(zip(ours, reference['candidates'])):
+        assert_mask_matches_logits(inst.mask, logits[int(pick(iou))], threshold, f'box {k}')
         assert inst.label in TEXTS and TEXTS[inst.prompt_index] == inst.label
+    if reference['labels'] is not None:
+        expected = (reference['labels'] + label_shift) % len(TEXTS)
+        assert [i.prompt_index for i in ours] == expected.tolist()
+
+
+def test_masks_equal_reference_grounded_sam(ours_and_reference):
+    _assert_equal_to_reference(*ours_and_reference)
+
+
+@pytest.mark.parametrize('mutation', [
+    {'pick': lambda iou: 0},                           # SAM's first candidate, not the best
+    {'pick': lambda iou: np.argsort(iou)[-2]},         # the second best candidate
+    {'mask_threshold': 0.1},                           # a changed mask threshold
+])
+def test_a_mutated_reference_fails_the_comparison(ours_and_reference, mutation):
+    with pytest.raises(AssertionError):
+        _assert_equal_to_reference(*ours_and_reference, **mutation)
+
+
+# Grounding DINO's reference labels are token strings, not prompt indices: OWLv2 only.
+@pytest.mark.parametrize('ours_and_reference', ['owlv2'], indirect=True)
+def test_an_off_by_one_prompt_index_fails_the_comparison(ours_and_reference):
+    with pytest.raises(AssertionError):
+        _assert_equal_to_reference(*ours_and_reference, label_shift=1)
 
 
 def _processor(detector, backend_models):

@@ -39,7 +39,7 @@ def test_specs_are_complete_and_unique():
 
 def test_shipped_yaml_matches_the_table():
     data = yaml.safe_load(CONFIG_FILE.read_text())
-    params = data['zs_perception']['ros__parameters']
+    params = data['/**/zs_perception']['ros__parameters']
     assert set(params) == set(config.SPECS)
     config.validate_settings(params)
     for name, value in params.items():

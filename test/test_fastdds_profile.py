@@ -109,6 +109,6 @@ def test_camera_rate_images_arrive_in_another_process_with_the_profile(monkeypat
             if child.is_alive():
                 child.kill()
     assert np.all(np.asarray(received) == 640 * 480 * 3)
-    # With Fast DDS's default transports about half of them are lost here (the README's node
-    # benchmark); with the profile none were in every run on a 2-core machine.
+    # With Fast DDS's default transports about half of them are lost here (docs/benchmarks.md,
+    # node benchmark); with the profile none were in every run on a 2-core machine.
     assert len(received) >= 0.9 * sent, f'{len(received)} of {sent} images arrived'

@@ -7,8 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
+from zs_perception.geometry import _box_fit, _cylinder_fit, _linalg, _measure, _points
 from zs_perception.geometry import CameraIntrinsics, depth_to_metres, estimate_object_geometry
-from zs_perception.geometry import obstacle_cloud, pose, rotation_to_quaternion
+from zs_perception.geometry import obstacle_cloud, rotation_to_quaternion
 from zs_perception.testing.scene import render_scene
 
 DATA = pathlib.Path(__file__).resolve().parents[1] / '..' / 'shared' / 'data'
@@ -83,45 +84,64 @@ def test_numba_kernels_give_what_their_python_source_gives(scenes):
     depth[::7, ::5] = np.nan
     for name in NAMES:
         rows, cols = np.nonzero(scene['masks'][name])
-        r0, c0 = rows.min(), cols.min()
-        roi = scene['masks'][name][r0:rows.max() + 1, c0:cols.max() + 1]
+        r0, c0 = rows.min() - 8, cols.min() - 8
+        roi = scene['masks'][name][r0:rows.max() + 9, c0:cols.max() + 9]
+        window = np.ascontiguousarray(depth[r0:r0 + roi.shape[0], c0:c0 + roi.shape[1]])
         core = cv2.erode(roi.view(np.uint8), np.ones((5, 5), np.uint8)).view(bool)
-        args = (roi, core, depth[r0:r0 + roi.shape[0], c0:c0 + roi.shape[1]],
-                (c0 - intr.cx) / intr.fx, (r0 - intr.cy) / intr.fy, 1.0 / intr.fx,
-                1.0 / intr.fy, 0.1, 10.0, 4000, 0.01, 0.02, 0.2)
-        points, in_core, n_valid, n_mask = pose._object_points(*args)
-        _assert_same((points, in_core), pose._object_points.py_func(*args)[:2])
-        assert (n_valid, n_mask) == pose._object_points.py_func(*args)[2:]
-        assert 0 < len(points) <= 4000 and n_valid < n_mask
-        core_points = points[in_core][::2]
-        centred = core_points - core_points.mean(axis=0)
+        geo = (window, (c0 - intr.cx) / intr.fx, (r0 - intr.cy) / intr.fy, 1.0 / intr.fx,
+               1.0 / intr.fy)
+        args = (geo[0], roi, *geo[1:], 0.1, 10.0, 4000)
+        points = _points.window_points(*args)
+        _assert_same([points], [_points.window_points.py_func(*args)])
+        ring = cv2.dilate(roi.view(np.uint8), np.ones((9, 9), np.uint8)).view(bool) & ~roi
+        ring_points = np.ascontiguousarray(_points.window_points(
+            geo[0], ring, *geo[1:], 0.1, 10.0, 400)[:, :3])
+        tol = np.full(len(ring_points), 0.002)
+        with np.errstate(over='ignore'):  # the sample sequence wraps modulo 2 ** 64
+            _assert_same(_points.fit_plane(ring_points, tol, 0),
+                         _points.fit_plane.py_func(ring_points, tol, 0))
+        planes = _points.fit_plane(ring_points, tol, 0)[0][None]
+        args = (geo[0], roi, *geo[1:], 0.1, 10.0, 0.001, 1.0, planes)
+        gone = _points.background(*args)
+        _assert_same([gone], [_points.background.py_func(*args)])
+        args = (geo[0], roi & ~gone, core, 0.001, 1.0, 0.01, 0.2)
+        kept = _points.link_surface(*args)
+        _assert_same([kept], [_points.link_surface.py_func(*args)])
+        _assert_same([_points.peel_flying(geo[0], kept, 0.001, 1.0)],
+                     [_points.peel_flying.py_func(geo[0], kept, 0.001, 1.0)])
+        args = (geo[0], kept, r0, c0, 480, 640, 0.001, 1.0, 0.01, 3)
+        _assert_same([_points.outline(*args)], [_points.outline.py_func(*args)])
+        points = points[:, :3].copy()
+        assert 0 < len(points) <= 4000
+        centred = points - points.mean(axis=0)
         _, vecs = np.linalg.eigh(centred.T @ centred)
         sub = np.ascontiguousarray(centred[::10])
-        _assert_same([pose._fit_box_axes(sub, vecs)], [pose._fit_box_axes.py_func(sub, vecs)])
+        _assert_same([_box_fit.fit_box_axes(sub, vecs)],
+                     [_box_fit.fit_box_axes.py_func(sub, vecs)])
         u, v = sub[:, 0].copy(), sub[:, 1].copy()
-        hull = pose._convex_hull(u, v)
-        _assert_same([hull], [pose._convex_hull.py_func(u, v)])
+        hull = _box_fit.convex_hull(u, v)
+        _assert_same([hull], [_box_fit.convex_hull.py_func(u, v)])
         # Every point is inside the hull (counter-clockwise: no point right of an edge), so
         # the hull vertices hold every extreme of a projection.
         a, b = np.stack([u, v], 1)[hull], np.roll(np.stack([u, v], 1)[hull], -1, axis=0)
         cross = ((b - a)[:, None, 0] * (v[None] - a[:, None, 1])
                  - (b - a)[:, None, 1] * (u[None] - a[:, None, 0]))
         assert 3 <= hull.size < u.size and (cross >= -1e-12).all()
-        brute = pose._hug_score.py_func(u, v, 0.3, np.arange(u.size))
-        assert pose._hug_score(u, v, 0.3, hull) == pytest.approx(brute)
-        args = (points, centred, core_points.mean(axis=0), vecs[:, ::-1], 0.005, 0.003)
-        box = pose._oriented_box(*args)
-        _assert_same(box, pose._oriented_box.py_func(*args))
-        fit, lo, hi = box[2:]
-        _assert_same([pose._fit_cylinder(fit, lo[0], hi[0])],
-                     [pose._fit_cylinder.py_func(fit, lo[0], hi[0])])
-        _assert_same(pose._measure(points, in_core, 30, 0.005, 0.004),
-                     pose._measure.py_func(points, in_core, 30, 0.005, 0.004))
+        brute = _box_fit.hug_score.py_func(u, v, 0.3, np.arange(u.size))
+        assert _box_fit.hug_score(u, v, 0.3, hull) == pytest.approx(brute)
+        args = (centred, vecs[:, ::-1].copy(), 0.005)
+        box = _box_fit.oriented_box(*args)
+        _assert_same(box, _box_fit.oriented_box.py_func(*args))
+        local = np.ascontiguousarray(centred @ box[0])
+        _assert_same([_cylinder_fit.fit_cylinder(local, box[1][0], box[2][0])],
+                     [_cylinder_fit.fit_cylinder.py_func(local, box[1][0], box[2][0])])
+        _assert_same(_measure.measure(points, 0.005, 0.001),
+                     _measure.measure.py_func(points, 0.005, 0.001))
         # The box axes found do not depend on the signs of the starting axes.
         for signs in ((1, 1, -1), (1, -1, 1), (-1, 1, 1)):
-            flipped = pose._fit_box_axes(sub, vecs * np.array(signs, float))
-            np.testing.assert_allclose(np.abs(flipped), np.abs(pose._fit_box_axes(sub, vecs)),
-                                       atol=1e-9)
+            flipped = _box_fit.fit_box_axes(sub, vecs * np.array(signs, float))
+            np.testing.assert_allclose(np.abs(flipped),
+                                       np.abs(_box_fit.fit_box_axes(sub, vecs)), atol=1e-9)
 
 
 def test_symmetric_eigen_decomposition_matches_lapack():
@@ -131,7 +151,7 @@ def test_symmetric_eigen_decomposition_matches_lapack():
         a = rng.normal(size=(3, 3)) * rng.uniform(1e-4, 10.0)
         cases.append(a @ a.T)
     for a in cases:
-        values, vecs = pose._eigh3(a)
+        values, vecs = _linalg.eigh3(a)
         expected_values, expected_vecs = np.linalg.eigh(a)
         scale = max(1.0, np.abs(expected_values).max())
         np.testing.assert_allclose(values, expected_values, atol=1e-10 * scale)
@@ -150,13 +170,13 @@ def test_depth_noise_estimate_and_edge_preserving_denoise():
     mask = np.zeros((60, 80), bool)
     mask[5:55, 5:75] = True
     # A clean slanted surface has no noise: its depth is left as it is.
-    assert pose._depth_noise(plane, mask) == pytest.approx(0.0, abs=1e-4)
+    assert _points.depth_noise(plane, mask) == pytest.approx(0.0, abs=1e-4)
     noisy = plane + rng.normal(0.0, 0.005, plane.shape).astype(np.float32)
     noisy[rng.random(plane.shape) < 0.2] = np.nan
-    assert pose._depth_noise(noisy, mask) == pytest.approx(0.005, rel=0.15)
+    assert _points.depth_noise(noisy, mask) == pytest.approx(0.005, rel=0.15)
     # Background 0.5 m behind the right part of the mask (a mask bleeding onto it).
     noisy[:, 60:] += 0.5
-    out = pose._denoise(noisy, mask, 2, 3 * 0.005)
+    out = _points.denoise(noisy, mask, 2, 3 * 0.005)
     np.testing.assert_array_equal(np.isnan(out), np.isnan(noisy))
     inner = mask & np.isfinite(noisy)
     inner[:, 56:64] = False
@@ -164,16 +184,16 @@ def test_depth_noise_estimate_and_edge_preserving_denoise():
     assert np.std(residual) < 0.0025  # noise averaged out
     assert np.max(np.abs(residual)) < 0.02  # object and background depth never mixed
     np.testing.assert_array_equal(out[~mask], noisy[~mask])
-    np.testing.assert_allclose(out, pose._denoise.py_func(noisy, mask, 2, 0.015), rtol=1e-6)
-    assert pose._depth_noise(noisy, mask) == pytest.approx(
-        pose._depth_noise.py_func(noisy, mask))
+    np.testing.assert_allclose(out, _points.denoise.py_func(noisy, mask, 2, 0.015), rtol=1e-6)
+    assert _points.depth_noise(noisy, mask) == pytest.approx(
+        _points.depth_noise.py_func(noisy, mask))
 
 
 def test_trimmed_range_is_the_order_statistics():
     rng = np.random.default_rng(0)
     for n, trim in ((1200, 0.005), (1700, 0.01), (3000, 0.1), (50, 0.2), (7, 0.0), (1, 0.005)):
         values = np.round(rng.normal(size=(n, 3)), 2)  # ties included
-        lo, hi = pose._trimmed_range(values, trim)
+        lo, hi = _linalg.trimmed_range(values, trim)
         k = int(round(trim * (n - 1)))
         part = np.partition(values, [k, n - 1 - k], axis=0)
         np.testing.assert_array_equal(lo, part[k])
@@ -375,9 +395,11 @@ def test_real_frames_give_finite_poses_within_depth_range(frame):
     masks[1, h // 2:, w // 2:] = True
     masks[2, h // 3:2 * h // 3, w // 3:2 * w // 3] = True
     masks[3, :, :] = True
-    masks[4, h // 2 - 10:h // 2 + 10, ::3] = True
+    masks[4, h // 2 - 10:h // 2 + 10, ::3] = True  # 1 px wide lines: degenerate
     lo, hi = np.nanmin(depth), np.nanmax(depth)
-    for geo in estimate_object_geometry(masks, depth, intr):
+    geos = estimate_object_geometry(masks, depth, intr)
+    assert not geos[4].has_pose and geos[4].status.startswith('degenerate mask')
+    for geo in geos[:4]:
         assert geo.has_pose, geo.status
         for value in (geo.position, geo.rotation, geo.quaternion, geo.extents, geo.points):
             assert np.all(np.isfinite(value))

@@ -3,15 +3,17 @@
 ``launch``/``launch_ros`` are not on PyPI, so here the launch file is read as source: it
 must start the executables the package installs, with a default parameter file whose keys
 are all declared parameters. With a ROS installation that has ``launch_ros`` the launch file
-is also run for real.
+is also run for real, the way ``ros2 launch`` runs it: ``LaunchService.run`` in the main
+thread of its own process (launch refuses any other thread).
 """
 
 import ast
 import os
 from pathlib import Path
-import threading
+import sys
 import time
 
+from helpers_process import ChildProcess
 import pytest
 import yaml
 
@@ -128,8 +130,10 @@ def test_every_params_file_key_is_a_declared_parameter():
     data = yaml.safe_load(PARAMS_FILE.read_text())
     node_name = next(n['name'] for n in _launched_nodes()
                      if n.get('executable') == 'zs_perception_node')
-    assert set(data) == {node_name}, 'the params file must be keyed by the node name'
-    params = data[node_name]['ros__parameters']
+    # Keyed by the node name under any namespace: `namespace:=robot1` must not drop it
+    # (test_node_params loads it under namespaces in a real node).
+    assert set(data) == {f'/**/{node_name}'}, 'the params file must be keyed /**/<node name>'
+    params = data[f'/**/{node_name}']['ros__parameters']
     unknown = set(params) - set(config.SPECS)
     assert not unknown, f'{PARAMS_FILE.name} sets parameters the node does not declare: {unknown}'
     for name, value in params.items():
@@ -148,11 +152,59 @@ def test_rviz_config_shows_our_topics_in_the_optical_frame():
     }
 
 
-def test_launch_for_real_with_replay(tmp_path, request):
-    """Launch node + replay of the demo scene; objects arrive on /zs_perception/objects."""
-    launch = pytest.importorskip('launch')
-    pytest.importorskip('launch_ros')
-    from launch.launch_description_sources import PythonLaunchDescriptionSource
+def test_launch_file_stops_everything_with_the_node_and_checks_rviz_first():
+    tree = _launch_tree()
+    source = LAUNCH_FILE.read_text()
+    # Deprecated in Jazzy (a warning on every launch).
+    assert 'LaunchConfigurationNotEquals' not in source
+    assert 'LaunchConfigurationEquals' not in source
+    (handler,) = _calls(tree, 'OnProcessExit')
+    target = next(k.value for k in handler.keywords if k.arg == 'target_action')
+    assert isinstance(target, ast.Name) and target.id == 'perception'
+    assert _calls(handler, 'Shutdown'), 'the node exiting must shut the launch down'
+    # rviz2 is looked up before anything starts: the check is the first action.
+    (description,) = _calls(tree, 'LaunchDescription')
+    first = description.args[0].right.elts[0]
+    assert first.func.id == 'OpaqueFunction'
+    assert "shutil.which('rviz2')" in source and 'sudo apt install ros-jazzy-rviz2' in source
+
+
+# Runs a launch file like `ros2 launch`: LaunchService in the main thread of this process.
+RUNNER = """
+import sys
+import launch
+from launch.launch_description_sources import PythonLaunchDescriptionSource
+service = launch.LaunchService(argv=sys.argv[2:])
+arguments = [tuple(a.split(':=', 1)) for a in sys.argv[2:]]
+service.include_launch_description(launch.actions.IncludeLaunchDescription(
+    PythonLaunchDescriptionSource(sys.argv[1]), launch_arguments=arguments))
+sys.exit(service.run())
+"""
+
+
+def _launch(arguments, domain_id, env=None):
+    """Run the launch file with ``arguments`` (``name:=value``) as ``ros2 launch`` would."""
+    return ChildProcess([sys.executable, '-c', RUNNER, str(LAUNCH_FILE)] + list(arguments),
+                        domain_id, env=env, new_session=True)
+
+
+def _need_launch():
+    pytest.importorskip('launch', reason='launch is not installed (a ROS 2 Jazzy install '
+                                         'has it; it is not on PyPI)')
+    pytest.importorskip('launch_ros', reason='launch_ros is not installed (a ROS 2 Jazzy '
+                                             'install has it; it is not on PyPI)')
+    if _install_prefix() is None:
+        pytest.skip('zs_perception is not built and sourced (make build; source scripts/env.sh)')
+
+
+def _domain():
+    import numpy as np
+    return int(np.random.default_rng().integers(100, 230))
+
+
+def test_launch_for_real_with_replay_under_a_namespace(tmp_path, request):
+    """Launch node + replay in namespace robot1; objects arrive; Ctrl-C stops all cleanly."""
+    _need_launch()
     import rclpy
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
@@ -160,39 +212,78 @@ def test_launch_for_real_with_replay(tmp_path, request):
     from zs_perception.msg import SegmentedObjectArray
     from zs_perception.tools.make_demo_scene import make_demo_scene
 
-    if _install_prefix() is None:
-        pytest.skip('zs_perception is not built and sourced (make build; source scripts/env.sh)')
     tiny_models = request.getfixturevalue('tiny_models')
     scene = make_demo_scene(tmp_path / 'scene', frames=2, width=160, height=120)
     params = tmp_path / 'params.yaml'
-    params.write_text(yaml.safe_dump({'zs_perception': {'ros__parameters': {
-        'backend': 'clipseg', 'clipseg_model': str(tiny_models / 'clipseg'),
-        'allow_random_weights': True, 'device': 'cpu', 'prompts': 'red box, blue cylinder'}}}))
-    service = launch.LaunchService()
-    service.include_launch_description(launch.actions.IncludeLaunchDescription(
-        PythonLaunchDescriptionSource(str(LAUNCH_FILE)),
-        launch_arguments={'params_file': str(params), 'replay_dir': str(scene),
-                          'replay_rate_hz': '5.0'}.items()))
-    thread = threading.Thread(target=service.run, daemon=True)
-    thread.start()
+    data = yaml.safe_load(PARAMS_FILE.read_text())
+    data['/**/zs_perception']['ros__parameters'].update(
+        backend='clipseg', clipseg_model=str(tiny_models / 'clipseg'),
+        allow_random_weights=True, device='cpu', prompts='red box, blue cylinder')
+    params.write_text(yaml.safe_dump(data))
+    domain = _domain()
+    run = _launch([f'params_file:={params}', f'replay_dir:={scene}', 'replay_rate_hz:=5.0',
+                   'namespace:=robot1'], domain)
     context = Context()
-    rclpy.init(context=context)
+    rclpy.init(context=context, domain_id=domain)
     node = rclpy.create_node('launch_test_listener', context=context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     received = []
-    node.create_subscription(SegmentedObjectArray, '/zs_perception/objects', received.append,
-                             10)
+    node.create_subscription(SegmentedObjectArray, '/robot1/zs_perception/objects',
+                             received.append, 10)
     try:
         deadline = time.monotonic() + 90.0
-        while not received and time.monotonic() < deadline:
+        while not received and time.monotonic() < deadline and run.proc.poll() is None:
             executor.spin_once(timeout_sec=0.2)
-        assert received, 'no SegmentedObjectArray on /zs_perception/objects within 90 s'
+        assert received, ('no SegmentedObjectArray on /robot1/zs_perception/objects within '
+                          f'90 s: {run.output()}')
         assert received[0].header.frame_id == 'camera_color_optical_frame'
         assert received[0].prompts == ['red box', 'blue cylinder']
     finally:
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown(context=context)
-        service.shutdown()
-        thread.join(timeout=30.0)
+        stop_started = time.monotonic()
+        if run.proc.poll() is None:
+            run.ctrl_c()
+        rc = run.finish(timeout=30.0)
+        stop_s = time.monotonic() - stop_started
+    out = run.output()
+    assert rc == 0, out
+    assert 'Traceback' not in out and 'deprecated' not in out.lower(), out
+    assert not [line for line in run.lines if '[ERROR]' in line], out
+    # Both processes stopped on the SIGINT itself: launch did not need SIGTERM.
+    assert 'SIGTERM' not in out and out.count('process has finished cleanly') == 2, out
+    assert stop_s < 10.0, (stop_s, out)
+
+
+def test_launch_stops_when_the_node_exits(tmp_path):
+    """A node that cannot start takes the replay down with it: launch exits, none left."""
+    _need_launch()
+    from zs_perception.tools.make_demo_scene import make_demo_scene
+
+    scene = make_demo_scene(tmp_path / 'scene', frames=2, width=160, height=120)
+    params = tmp_path / 'params.yaml'
+    params.write_text(yaml.safe_dump({'/**/zs_perception': {'ros__parameters': {
+        'max_objects': 1000}}}))
+    run = _launch([f'params_file:={params}', f'replay_dir:={scene}'], _domain())
+    run.finish(timeout=60.0)
+    out = run.output()
+    assert 'max_objects must be an integer in [1, 255], got 1000' in out, out
+    # The launch file's OnProcessExit -> Shutdown (launch words it 'was required').
+    assert 'process[zs_perception_node-1] was required: shutting down' in out, out
+    assert 'zs_perception_replay-2]: process has finished cleanly' in out, out
+    assert 'Traceback' not in out, out
+
+
+def test_launch_without_rviz2_fails_before_starting_anything(tmp_path):
+    _need_launch()
+    bin_dir = Path(sys.executable).parent
+    env = {'PATH': os.pathsep.join(p for p in os.environ['PATH'].split(os.pathsep)
+                                   if not (Path(p) / 'rviz2').exists()) or str(bin_dir)}
+    run = _launch(['rviz:=true'], _domain(), env=env)
+    rc = run.finish(timeout=60.0)
+    out = run.output()
+    assert rc != 0, out
+    assert 'sudo apt install ros-jazzy-rviz2' in out, out
+    assert 'zs_perception ready' not in out and 'process started' not in out, out

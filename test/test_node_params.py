@@ -1,5 +1,6 @@
 """Parameters of the node: declared from the table, validated at start-up and when changed."""
 
+from pathlib import Path
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -8,10 +9,13 @@ import pytest
 import rclpy
 from rclpy.context import Context
 from rclpy.parameter import Parameter
+import yaml
 
 from zs_perception import config
 from zs_perception.ros.node import PerceptionNode
 from zs_perception.testing.scene import render_scene
+
+PARAMS_FILE = Path(__file__).resolve().parents[1] / 'config' / 'zs_perception.yaml'
 
 
 @pytest.fixture(scope='module')
@@ -101,3 +105,70 @@ def test_diagnostics_report_counts_and_timings(graph, scene):
     assert 0.0 <= float(values['arrival_ms_median']) <= float(values['latency_ms_median'])
     assert 0.0 <= float(values['wait_ms_median']) <= float(values['latency_ms_median'])
     assert values['prompts'] == 'box'
+
+
+def _node_with(context, **kwargs):
+    return PerceptionNode(segmenter=FixedMaskSegmenter({}), context=context, **kwargs)
+
+
+def test_shipped_params_file_applies_under_any_namespace(tmp_path):
+    """The shipped file's key reaches a node named zs_perception in any namespace."""
+    data = yaml.safe_load(PARAMS_FILE.read_text())
+    (key,) = data
+    data[key]['ros__parameters'].update(threshold=0.55, prompts='box', max_objects=7)
+    path = tmp_path / 'params.yaml'
+    path.write_text(yaml.safe_dump(data))
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        for namespace in ('/', '/robot1', '/fleet/robot2'):
+            node = _node_with(context, namespace=namespace,
+                              cli_args=['--ros-args', '--params-file', str(path)])
+            try:
+                assert node.get_parameter('threshold').value == 0.55, namespace
+                assert node.get_parameter('max_objects').value == 7, namespace
+            finally:
+                node.destroy_node()
+        # The shipped file itself loads under a namespace: every key is valid.
+        node = _node_with(context, namespace='/robot1',
+                          cli_args=['--ros-args', '--params-file', str(PARAMS_FILE)])
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+
+
+def test_integer_for_a_float_parameter_is_that_float(tmp_path):
+    path = tmp_path / 'params.yaml'
+    path.write_text('/**/zs_perception:\n  ros__parameters:\n    threshold: 1\n'
+                    '    min_depth_m: 0\n')
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        node = _node_with(context, cli_args=['--ros-args', '--params-file', str(path)])
+        try:
+            value = node.get_parameter('threshold').value
+            assert value == 1.0 and isinstance(value, float)
+            # ... and in range checks: 0 is below min_depth_m's range.
+        finally:
+            node.destroy_node()
+    except ValueError as err:
+        assert 'min_depth_m must be a number in [0.001, 1000.0], got 0' in str(err)
+    else:
+        raise AssertionError('min_depth_m: 0 was accepted')
+    finally:
+        rclpy.try_shutdown(context=context)
+
+
+def test_unknown_parameters_are_named_with_the_closest_valid_name():
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        with pytest.raises(ValueError, match=r"'max_object' \(did you mean 'max_objects'\?\), "
+                                             r"'treshold' \(did you mean 'threshold'\?\)"):
+            _node_with(context, parameter_overrides=[Parameter('treshold', value=0.5),
+                                                     Parameter('max_object', value=3)])
+        # rclpy's own parameters are not unknown.
+        _node_with(context, parameter_overrides=[Parameter('use_sim_time', value=False)]
+                   ).destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)

@@ -15,6 +15,12 @@ CORE_MODULES = [
     'zs_perception.geometry',
     'zs_perception.segmentation.base',
     'zs_perception.segmentation.factory',
+    'zs_perception.segmentation.torch_backend',
+    'zs_perception.segmentation.clipseg',
+    'zs_perception.segmentation.clipseg_sam',
+    'zs_perception.segmentation.grounded_sam',
+    'zs_perception.segmentation.zero_guidance',
+    'zs_perception.segmentation.clip_dense',
     'zs_perception.testing.random_models',
 ]
 
@@ -28,7 +34,7 @@ def test_install_has_executables_launch_and_config():
         assert os.access(path, os.X_OK), f'{path} is not executable'
     assert (share / 'launch' / 'zs_perception.launch.py').is_file()
     params = yaml.safe_load((share / 'config' / 'zs_perception.yaml').read_text())
-    assert 'ros__parameters' in params['zs_perception']
+    assert 'ros__parameters' in params['/**/zs_perception']  # any namespace
     assert (share / 'config' / 'zs_perception.rviz').is_file()
     assert (share / 'package.xml').is_file()
 
@@ -52,4 +58,15 @@ def test_core_imports_without_rclpy(tmp_path):
             'assert not bad, bad\n'
             'print("ok")\n')
     out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip().endswith('ok'), out.stderr
+
+
+def test_core_never_imports_the_testing_package():
+    code = ('import importlib, sys\n'
+            f'for m in {[m for m in CORE_MODULES if ".testing" not in m]!r}:\n'
+            '    importlib.import_module(m)\n'
+            'bad = [m for m in sys.modules if m.startswith("zs_perception.testing")]\n'
+            'assert not bad, bad\n'
+            'print("ok")\n')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip().endswith('ok'), out.stderr

@@ -13,7 +13,7 @@ from zs_perception.replay_directory import (depth_to_millimetres, read_depth, re
 from zs_perception.testing.scene import render_scene
 from zs_perception.tools.make_demo_scene import make_demo_scene
 
-SHARED_RGBD = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'rgbd'
+TEST_DATA = Path(__file__).resolve().parent / 'data'
 
 
 def _intrinsics(width=8, height=6):
@@ -145,17 +145,19 @@ def test_depth_to_millimetres_rounds_and_marks_invalid():
     assert mm.tolist() == [[0, 2, 0, 0, 0, 0, 1234]]
 
 
-@pytest.mark.skipif(not SHARED_RGBD.is_dir(), reason='../shared/data/rgbd is not available')
-def test_reads_real_rgbd_frame_with_raw_depth_scale():
-    frame_dir = SHARED_RGBD / 'tum_office_desk'
+@pytest.mark.parametrize('name, scale', [('tum_office_desk', 5000.0),
+                                         ('ycbv_000001_drill_mustard_box', 10000.0)])
+def test_reads_real_rgbd_frame_with_raw_depth_scale(name, scale):
+    frame_dir = TEST_DATA / name
     info = json.loads((frame_dir / 'camera_info.json').read_text())
     replay = ReplayDirectory(frame_dir)
     assert len(replay) == 1 and replay.has_depth
-    assert replay.depth_scale == info['depth_scale'] == 5000.0
+    assert replay.depth_scale == info['depth_scale'] == scale
     frame = replay.load(0)
     assert frame.rgb.shape == (480, 640, 3)
+    assert replay.intrinsics.fx == pytest.approx(info['fx'])
     valid = frame.depth_m[np.isfinite(frame.depth_m)]
-    # Indoor Kinect depth of an office desk: metres, not raw units.
+    # Indoor depth of a desk or a table top: metres, not raw units.
     assert 0.3 < np.median(valid) < 5.0
     mm = cv2.imread(str(frame_dir / 'depth_mm.png'), cv2.IMREAD_UNCHANGED)
     np.testing.assert_array_equal(depth_to_millimetres(frame.depth_m), mm)

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from helpers_masks import assert_mask_matches_logits
 import numpy as np
 import pytest
 import torch
@@ -306,10 +307,13 @@ def test_factory_builds_every_backend_from_node_settings(tiny_models, backend_mo
 def test_sam_decoder_calls_on_cpu_are_cache_sized_and_give_the_same_masks(clipseg_sam, real_rgb,
                                                                           monkeypatch):
     refiner = clipseg_sam.refiner
-    features, _ = refiner.embed(real_rgb)
+    sam = refiner.sam
+    features, input_size = refiner.embed(real_rgb)
     boxes = np.array([[10, 20, 200, 220], [300, 100, 500, 400], [50, 300, 250, 470],
                       [400, 10, 630, 200], [0, 0, 640, 480]], dtype=np.float64)
-    decoder = CallCounter(refiner.sam.mask_decoder)
+    outputs = []
+    decoder = CallCounter(sam.mask_decoder)
+    keep = sam.mask_decoder.register_forward_hook(lambda module, args, out: outputs.append(out))
     try:
         with torch.inference_mode():
             one_call = refiner.predict(real_rgb, boxes)  # tiny model: all five fit one call
@@ -320,5 +324,22 @@ def test_sam_decoder_calls_on_cpu_are_cache_sized_and_give_the_same_masks(clipse
             assert decoder.calls == 1 + 3  # 2 + 2 + 1 boxes
     finally:
         decoder.remove()
-    assert torch.equal(one_call[0], chunked[0])
+        keep.remove()
+    # The same logits up to float rounding, so the same IoU choices and scores ...
+    batched_logits, batched_iou = outputs[0]
+    torch.testing.assert_close(torch.cat([o[0] for o in outputs[1:]]), batched_logits,
+                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.cat([o[1] for o in outputs[1:]]), batched_iou,
+                               atol=1e-5, rtol=0)
     torch.testing.assert_close(one_call[1], chunked[1])
+    # ... and the same masks except at pixels whose logit ties with the threshold.
+    best = batched_iou.argmax(dim=1)
+    assert len(set(best.tolist())) > 1, 'every box picked the same candidate'
+    with torch.inference_mode():
+        logits = sam.postprocess_masks(batched_logits[torch.arange(len(boxes)), best][:, None],
+                                       input_size, real_rgb.shape[:2])[:, 0].numpy()
+    for k in range(len(boxes)):
+        assert_mask_matches_logits(one_call[0][k].numpy(), logits[k], sam.mask_threshold,
+                                   f'one call, box {k}')
+        assert_mask_matches_logits(chunked[0][k].numpy(), logits[k], sam.mask_threshold,
+                                   f'cache-sized calls, box {k}')

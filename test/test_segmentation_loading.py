@@ -12,7 +12,7 @@ from zs_perception.segmentation.base import ModelLoadError
 from zs_perception.segmentation.factory import create_segmenter
 from zs_perception.segmentation.loading import load_clipseg, load_sam, RANDOM_MARKER
 from zs_perception.segmentation.loading import sam_random_marker
-from zs_perception.testing import random_models as make_random_models
+from zs_perception.testing import random_models
 
 CPU = torch.device('cpu')
 
@@ -135,14 +135,19 @@ def test_bad_device_or_precision_settings(tiny_models, settings, message):
 
 
 def test_tool_writes_marked_models_and_prints_paths(tmp_path, capsys):
-    assert make_random_models.main([str(tmp_path), '--size', 'tiny', '--sam-type', 'none']) == 0
+    assert random_models.main([str(tmp_path), '--size', 'tiny', '--only', 'clipseg']) == 0
     written = json.loads(capsys.readouterr().out)
-    assert written == {'clipseg': str(tmp_path / 'clipseg'), 'sam_checkpoint': '',
-                       'sam_model_type': ''}
+    assert written == {'clipseg': str(tmp_path / 'clipseg')}
     assert (tmp_path / 'clipseg' / RANDOM_MARKER).exists()
     seg = create_segmenter('clipseg', clipseg_model=written['clipseg'], device='cpu',
                            allow_random_weights=True)
     assert seg.set_prompts(['mug']).active == ['mug']
+    assert random_models.main([str(tmp_path / 'b'), '--only', 'sam,clip', '--sam-type',
+                               'none']) == 0
+    assert json.loads(capsys.readouterr().out) == {'clip': str(tmp_path / 'b' / 'clip')}
+    with pytest.raises(SystemExit):
+        random_models.main([str(tmp_path), '--only', 'clipseg,yolo'])
+    assert 'yolo' in capsys.readouterr().err
 
 
 def test_tiny_models_fixture_layout(tiny_models):
@@ -160,7 +165,7 @@ def test_generated_tokenizer_is_a_real_clip_bpe_tokenizer(tiny_models):
 
 
 def test_full_size_config_is_the_clipseg_rd64_refined_architecture():
-    config = make_random_models.clipseg_config('full', make_random_models.make_clip_tokenizer())
+    config = random_models.clipseg_config('full', random_models.make_clip_tokenizer())
     vision, text = config.vision_config, config.text_config
     assert (vision.hidden_size, vision.num_hidden_layers, vision.patch_size) == (768, 12, 16)
     assert (text.hidden_size, text.num_hidden_layers, text.vocab_size) == (512, 12, 49408)

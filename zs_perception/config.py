@@ -55,11 +55,13 @@ class ParameterSpec:
         """Say in words which values are allowed, for error messages."""
         if self.choices is not None:
             return 'one of ' + ', '.join(repr(c) for c in self.choices)
+        kind = {bool: 'a boolean', int: 'an integer', float: 'a number', str: 'a string'}[
+            self.kind]
         if self.value_range is not None:
-            return f'a {self.kind.__name__} in [{self.value_range[0]}, {self.value_range[1]}]'
+            return f'{kind} in [{self.value_range[0]}, {self.value_range[1]}]'
         if self.pattern is not None:
-            return f'a string matching {self.pattern!r}'
-        return f'a {self.kind.__name__}'
+            return f'{kind} matching {self.pattern!r}'
+        return kind
 
 
 PARAMETERS = (
@@ -149,13 +151,37 @@ PARAMETERS = (
         'info matched with it.',
         value_range=(0.0, 1.0), live=True),
     ParameterSpec(
+        'sync_wait_s', 0.1, float,
+        'Longest wait (s), counted from the arrival of each image, for its depth image and '
+        'camera info; after it the image is processed and its objects are published without '
+        'poses (no wait at all when the match cannot come: stamps ahead or far behind, or '
+        'the stream silent).',
+        value_range=(0.0, 1.0), live=True),
+    ParameterSpec(
         'reliability', 'best_effort', str,
-        'QoS reliability of the camera subscriptions (sensor-data QoS, keep last 1 '
+        'QoS reliability of the camera subscriptions (sensor-data QoS, keep last 5 '
         'otherwise); use reliable for bags or publishers that only offer reliable.',
         choices=('best_effort', 'reliable')),
     ParameterSpec(
         'use_compressed', False, bool,
         'Subscribe to image/compressed (sensor_msgs/CompressedImage) instead of image.'),
+    ParameterSpec(
+        'target_frame', '', str,
+        'Frame of the published objects, poses, markers and points (e.g. base_link); empty: '
+        "the source image's frame (the camera optical frame). Found with tf2 at each image "
+        'stamp, or from target_transform (docs/frames.md).',
+        pattern=r'([A-Za-z0-9_][A-Za-z0-9_./-]*)?'),
+    ParameterSpec(
+        'target_transform', '', str,
+        'Fixed pose of the camera optical frame in target_frame, "x y z qx qy qz qw" (m, '
+        'unit quaternion), used instead of tf2 (needed where tf2_ros is not installed); '
+        'empty: look it up with tf2.',
+        pattern=r'[-+0-9.eE,\s]*'),
+    ParameterSpec(
+        'tf_timeout_s', 0.05, float,
+        'Longest wait (s) for the tf2 transform to target_frame at an image stamp; after it '
+        'the objects are published without poses, saying why.',
+        value_range=(0.0, 1.0)),
     ParameterSpec(
         'track_iou_threshold', 0.3, float,
         'Smallest mask overlap (intersection over union) for an object to keep its track id '
@@ -304,4 +330,13 @@ def _cross_check(settings: Mapping[str, Any]) -> Optional[str]:
     if settings['min_depth_m'] >= settings['max_depth_m']:
         return (f'min_depth_m ({settings["min_depth_m"]}) must be less than max_depth_m '
                 f'({settings["max_depth_m"]}); lower min_depth_m or raise max_depth_m')
+    if settings['target_transform']:
+        if not settings['target_frame']:
+            return ('target_transform is set but target_frame is empty; name the frame it '
+                    'maps into (target_frame:=base_link) or clear target_transform')
+        from zs_perception.geometry.transform import RigidTransform  # lazy: geometry is heavy
+        try:
+            RigidTransform.parse(settings['target_transform'])
+        except ValueError as err:
+            return f'target_transform: {err}'
     return None

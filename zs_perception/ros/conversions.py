@@ -5,7 +5,7 @@ message's row ``step`` honoured, rather than through cv_bridge: PyPI's ``cv-brid
 1.13.0.post0 (the only one installable without a ROS distribution) cannot decode
 ``rgb8``/``bgr8``/``rgba8``/``bgra8`` (its type table reports 9 and 13 channels), reads
 ``16UC1`` depth as ``uint8``, and cannot encode with NumPy 2 (``ndarray.tostring`` is
-gone). ``benchmarks/image_conversion.py`` measures both paths; see the README.
+gone). ``benchmarks/image_conversion.py`` measures both paths (figures: docs/benchmarks.md).
 """
 
 import sys
@@ -19,6 +19,8 @@ from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from zs_perception.geometry import CameraIntrinsics, depth_to_metres
+from zs_perception.geometry.depth import DEPTH_ENCODINGS as _DEPTH_ENCODING_UNITS
+from zs_perception.segmentation.instances import mask_box
 from zs_perception.visualization import track_color
 
 # encoding -> (numpy dtype, channels)
@@ -27,8 +29,7 @@ COLOR_ENCODINGS: Dict[str, Tuple[str, int]] = {
     'mono8': ('uint8', 1),
 }
 DEPTH_ENCODINGS: Dict[str, Tuple[str, int]] = {
-    '16UC1': ('uint16', 1), 'mono16': ('uint16', 1), '32FC1': ('float32', 1),
-}
+    encoding: (dtype, 1) for encoding, (dtype, _) in _DEPTH_ENCODING_UNITS.items()}
 _ENCODINGS = {**COLOR_ENCODINGS, **DEPTH_ENCODINGS, '8UC1': ('uint8', 1)}
 
 MARKER_NS_BOX = 'objects'
@@ -188,12 +189,10 @@ def array_to_image(array: np.ndarray, encoding: str, header: Header) -> Image:
 
 def mask_roi(mask: np.ndarray) -> Optional[Tuple[int, int, int, int]]:
     """Return ``(x_offset, y_offset, width, height)`` of a bool mask's True pixels, or None."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
+    x0, y0, x1, y1 = (int(v) for v in mask_box(mask))
+    if x1 <= x0:
         return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    return (int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1),
-            int(rows[-1] - rows[0] + 1))
+    return x0, y0, x1 - x0, y1 - y0
 
 
 def mask_to_image(mask: np.ndarray, roi: Tuple[int, int, int, int], header: Header) -> Image:

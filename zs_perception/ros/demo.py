@@ -1,23 +1,32 @@
 """The main job: replay a scene through the perception node and write what it found.
 
 One command runs a real ROS 2 graph in one process (its own rclpy context, a
-multi-threaded executor): the replay publisher plays a scene directory as ``image``,
+single-threaded executor): the replay publisher plays a scene directory as ``image``,
 ``depth`` and ``camera_info``; the perception node segments it; a client node publishes
 the goal (transient-local ``std_msgs/String`` on ``goal``) and records ``~/objects`` and
 ``~/debug_image``. Frames are played one at a time, each as soon as the result of the
 previous one arrived, so a slow model drops none. Output (``--output``, default
 ``demo_output``)::
 
-    scene/                 the generated demo scene (unless --scene was given)
+    scene/                 the generated demo scene (unless --scene or --bag was given)
     overlay_NNNNNN.png     the node's debug overlay of frame N (masks, boxes, labels)
-    summary.json           per frame: stamp and objects (id, label, score, roi, pose, size)
+    summary.json           per frame: stamp and objects (id, label, score, roi, pose, size,
+                           truncated, occluded, shape, pose_confidence); which weights were
+                           used and how long a download took
+    outputs/               with --record: every output of the node as an MCAP bag
+
+Weights (``--weights``): ``auto`` (default) uses real CLIPSeg weights when it can, first
+from the Hugging Face cache, then downloaded from the hub when it is reachable, and only
+when neither has them generates random weights with loud warnings; ``real`` exits 2 with
+instructions instead of falling back; ``random`` (or ``--random-weights``) always uses
+random weights. A local ``--clipseg-model DIR`` is used as given.
 
 Usage::
 
+    zs_perception_demo                             # real weights when it can
     zs_perception_demo --clipseg-model DIR --sam-checkpoint sam_vit_b_01ec64.pth
-    zs_perception_demo --random-weights          # no weights: random models, meaningless
-
-Without weights and without ``--random-weights`` it prints how to fetch them and exits 2.
+    zs_perception_demo --bag BAG --record out_bag  # a rosbag2 as the scene, outputs recorded
+    zs_perception_demo --random-weights            # random models, meaningless
 """
 
 import argparse
@@ -33,7 +42,6 @@ import rclpy
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
@@ -41,8 +49,11 @@ from zs_perception import config
 from zs_perception.msg import SegmentedObjectArray
 from zs_perception.ros.conversions import image_to_rgb
 from zs_perception.ros.node import PerceptionNode
+from zs_perception.ros.qos import GOAL_QOS
+from zs_perception.ros.record import OutputRecorder
 from zs_perception.ros.replay import ReplayPublisher
 from zs_perception.segmentation.base import ModelLoadError
+from zs_perception.segmentation.hub import choose_weights, WeightsChoice
 from zs_perception.segmentation.loading import SAM_CHECKPOINT_URLS
 from zs_perception.testing.random_models import SIZES, write_random_models
 from zs_perception.tools.make_demo_scene import make_demo_scene
@@ -50,12 +61,13 @@ from zs_perception.tools.make_demo_scene import make_demo_scene
 DEFAULT_GOAL = 'red box, blue cylinder'
 EXIT_NO_WEIGHTS = 2
 EXIT_INCOMPLETE = 1
-RANDOM_WARNING = ('RANDOM WEIGHTS: the models were generated with random weights '
-                  '(--random-weights), so the masks, labels and poses are MEANINGLESS. This run '
-                  'shows the ROS plumbing only; use real weights for real results.')
-GOAL_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                      reliability=ReliabilityPolicy.RELIABLE,
-                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+# Output topics the recorder must have found before the frames start (objects, masks, poses,
+# markers, points, debug image, diagnostics).
+_RECORDED_AT_LEAST = 7
+RANDOM_WARNING = ('RANDOM WEIGHTS: the models hold random weights (--random-weights, or no '
+                  'real weights were found), so the masks, labels and poses are MEANINGLESS. '
+                  'This run shows the ROS plumbing only; use real weights for real results.')
+WEIGHT_MODES = ('auto', 'real', 'random')
 
 
 def fetch_instructions(sam_model_type: str = 'vit_b') -> str:
@@ -121,6 +133,8 @@ def object_summary(obj) -> Dict[str, Any]:
         'has_pose': bool(obj.has_pose), 'pose_status': obj.pose_status,
         'pose': None, 'size': None, 'num_points': int(obj.num_points),
         'depth_valid_fraction': round(float(obj.depth_valid_fraction), 4),
+        'truncated': bool(obj.truncated), 'occluded': bool(obj.occluded), 'shape': obj.shape,
+        'pose_confidence': round(float(obj.pose_confidence), 4),
     }
     if obj.has_pose:
         p, q = obj.pose.position, obj.pose.orientation
@@ -156,45 +170,108 @@ def _stamp_random_warning(bgr) -> None:
                 cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 255), 1, cv2.LINE_AA)
 
 
-def _models(args, output: Path) -> Dict[str, Any]:
-    """Node parameters for the models; generates random ones when asked and none given."""
+def _banner(text: str) -> None:
+    print('!' * 78 + '\n' + text + '\n' + '!' * 78, flush=True)
+
+
+def choose_models(args, output: Path) -> Optional[Dict[str, Any]]:
+    """Decide the weights (``--weights``); return the node's model parameters and a report.
+
+    Returns:
+        ``{'params': node parameters, 'weights': what was used (source, path, random,
+        download_s, detail), 'random': bool}``, or ``None`` when ``--weights real`` found
+        no real weights (the caller exits :data:`EXIT_NO_WEIGHTS`).
+
+    """
+    mode = 'random' if args.random_weights else args.weights
     params = {'backend': args.backend, 'clipseg_model': args.clipseg_model,
               'sam_checkpoint': args.sam_checkpoint, 'sam_model_type': args.sam_model_type,
-              'device': args.device, 'allow_random_weights': bool(args.random_weights)}
-    default_clipseg = config.SPECS['clipseg_model'].default
-    if args.random_weights and args.clipseg_model == default_clipseg:
-        needs_sam = args.backend != 'clipseg' and not args.sam_checkpoint
-        print(f'Generating {args.random_size} random-weight models in {output / "models"} '
-              '(--random-weights) ...', flush=True)
-        made = write_random_models(output / 'models', size=args.random_size,
-                                   sam_type=None if needs_sam else 'none')
+              'device': args.device, 'allow_random_weights': mode == 'random'}
+    needs_sam = args.backend != 'clipseg' and not args.sam_checkpoint
+    if mode == 'random':
+        choice = WeightsChoice('random', '', True, detail='--weights random')
+    else:
+        choice = choose_weights(args.clipseg_model, allow_download=not args.no_download)
+    if choice.source == 'random' and mode == 'real':
+        print(f'No real weights: {choice.detail}.\n\n{fetch_instructions(args.sam_model_type)}',
+              file=sys.stderr)
+        return None
+    if choice.source == 'local':
+        pass  # as given: a directory marked random still needs --random-weights
+    elif choice.source in ('cache', 'download'):
+        params['clipseg_model'] = choice.path
+        params['allow_random_weights'] = choice.random and mode == 'auto'
+    if choice.source != 'random' and needs_sam and mode == 'auto':
+        params['allow_random_weights'] = True  # SAM is not on the hub: random SAM weights
+    print(f'Weights: CLIPSeg {choice.source}: {choice.detail}'
+          + ('' if choice.download_s is None else f' (download {choice.download_s:.1f} s)')
+          + ('; MARKED AS RANDOM WEIGHTS' if choice.random and choice.source != 'random'
+             else '') + '.', flush=True)
+    if choice.source == 'random':
+        if mode == 'auto':
+            print('No real weights found, so the demo falls back to random weights '
+                  '(--weights real exits instead).', flush=True)
+        params.update(_random_models(args, output, needs_sam))
+        params['allow_random_weights'] = True
+    elif needs_sam and mode == 'auto':
+        print('No --sam-checkpoint: SAM gets random weights.', flush=True)
+        params.update(_random_models(args, output, needs_sam))
+    random = params['allow_random_weights']
+    weights = {'source': choice.source, 'path': params['clipseg_model'],
+               'random': bool(choice.random or random), 'download_s': choice.download_s,
+               'detail': choice.detail}
+    return {'params': params, 'weights': weights, 'random': bool(random)}
+
+
+def _random_models(args, output: Path, needs_sam: bool) -> Dict[str, Any]:
+    """Generate random models for what is not a local directory; return their parameters."""
+    params: Dict[str, Any] = {}
+    clipseg_given = Path(args.clipseg_model).expanduser().is_dir()
+    if clipseg_given and not needs_sam:
+        return params
+    print(f'Generating {args.random_size} random-weight models in {output / "models"} ...',
+          flush=True)
+    made = write_random_models(output / 'models', size=args.random_size,
+                               sam_type=None if needs_sam else 'none')
+    if not clipseg_given:
         params['clipseg_model'] = made['clipseg']
-        if needs_sam:
-            params.update(sam_checkpoint=made['sam_checkpoint'],
-                          sam_model_type=made['sam_model_type'])
+    if needs_sam:
+        params.update(sam_checkpoint=made['sam_checkpoint'],
+                      sam_model_type=made['sam_model_type'])
     return params
+
+
+def _replay_parameters(args, scene: Optional[Path]) -> List[Parameter]:
+    source = (Parameter('bag', value=str(args.bag)) if args.bag
+              else Parameter('directory', value=str(scene)))
+    return [source, Parameter('loop', value=False)]
 
 
 def run_demo(args) -> int:
     """Run the demo with parsed command-line ``args``; return the exit status."""
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    if args.random_weights:
-        print('!' * 78 + '\n' + RANDOM_WARNING + '\n' + '!' * 78, flush=True)
-    if args.scene:
+    models = choose_models(args, output)
+    if models is None:
+        return EXIT_NO_WEIGHTS
+    params, random = models['params'], models['random']
+    if random:
+        _banner(RANDOM_WARNING)
+    if args.bag:
+        scene = Path(args.bag)
+    elif args.scene:
         scene = Path(args.scene)
     else:
         scene = make_demo_scene(output / 'scene', frames=args.frames)
         print(f'Wrote the demo scene ({args.frames} frames) to {scene}', flush=True)
-    params = _models(args, output)
 
     context = Context()
     rclpy.init(context=context, domain_id=args.domain_id)
     nodes = []
     executor = spinner = None
     try:
-        replay = ReplayPublisher(context=context, autostart=False, parameter_overrides=[
-            Parameter('directory', value=str(scene)), Parameter('loop', value=False)])
+        replay = ReplayPublisher(context=context, autostart=False,
+                                 parameter_overrides=_replay_parameters(args, scene))
         nodes.append(replay)
         try:
             perception = PerceptionNode(context=context, parameter_overrides=[
@@ -204,6 +281,12 @@ def run_demo(args) -> int:
                   f'{fetch_instructions(params["sam_model_type"])}', file=sys.stderr)
             return EXIT_NO_WEIGHTS
         nodes.append(perception)
+        recorder_node = None
+        if args.record:
+            recorder_node = OutputRecorder(context=context, parameter_overrides=[
+                Parameter('output', value=str(args.record)),
+                Parameter('node', value=perception.get_fully_qualified_name())])
+            nodes.append(recorder_node)
         client = rclpy.create_node('zs_demo', context=context)
         nodes.append(client)
         recorder = _Recorder()
@@ -222,13 +305,16 @@ def run_demo(args) -> int:
         spinner.start()
 
         if not _wait_until(lambda: all(replay.subscription_counts().values())
-                           and perception.counters['goals_received'] > 0, 30.0):
+                           and perception.counters['goals_received'] > 0
+                           and (recorder_node is None
+                                or len(recorder_node.recording()) >= _RECORDED_AT_LEAST),
+                           30.0):
             print('The perception node did not connect to the replay topics and the goal '
                   'within 30 s; is another process using this ROS domain? Try --domain-id.',
                   file=sys.stderr)
             return EXIT_INCOMPLETE
         frames = []
-        for index in range(len(replay.replay)):
+        for index in range(len(replay)):
             header = replay.publish_next()
             key = _key(header)
             result = recorder.wait(recorder.objects, key, args.frame_timeout)
@@ -238,14 +324,14 @@ def run_demo(args) -> int:
                                'objects': None})
                 continue
             overlay = recorder.wait(recorder.overlays, key, 5.0)
-            entry = {'index': index, 'name': replay.replay.color_paths[index].name,
+            entry = {'index': index, 'name': replay.frame_name(index),
                      'stamp': {'sec': key[0], 'nanosec': key[1]},
                      'prompts': list(result.prompts), 'backend': result.backend,
                      'objects': [object_summary(o) for o in result.objects], 'overlay': None}
             if overlay is not None:
                 path = output / f'overlay_{index:06d}.png'
                 bgr = cv2.cvtColor(image_to_rgb(overlay), cv2.COLOR_RGB2BGR)
-                if args.random_weights:
+                if random:
                     _stamp_random_warning(bgr)
                 if not cv2.imwrite(str(path), bgr):
                     raise OSError(f'Could not write {path}; is {output} writable?')
@@ -263,17 +349,20 @@ def run_demo(args) -> int:
 
     complete = all(f['objects'] is not None for f in frames)
     summary = {
-        'random_weights': bool(args.random_weights),
-        'warning': RANDOM_WARNING if args.random_weights else None,
+        'random_weights': random,
+        'warning': RANDOM_WARNING if random else None,
+        'weights': models['weights'],
         'goal': args.goal, 'scene': str(scene), 'models': params,
+        'recorded': str(args.record) if args.record else None,
         'frames_played': len(frames),
         'frames_with_result': sum(f['objects'] is not None for f in frames),
         'frames': frames,
     }
     (output / 'summary.json').write_text(json.dumps(summary, indent=2) + '\n')
-    print(f'Wrote {summary["frames_with_result"]} overlays and summary.json to {output}')
-    if args.random_weights:
-        print('!' * 78 + '\n' + RANDOM_WARNING + '\n' + '!' * 78)
+    print(f'Wrote {summary["frames_with_result"]} overlays and summary.json to {output}'
+          + (f'; the outputs were recorded to {args.record}' if args.record else ''))
+    if random:
+        _banner(RANDOM_WARNING)
     return 0 if complete else EXIT_INCOMPLETE
 
 
@@ -286,6 +375,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='directory for overlays and summary.json (default demo_output)')
     parser.add_argument('--scene', default=None,
                         help='replay directory to play (default: generate the demo scene)')
+    parser.add_argument('--bag', default=None,
+                        help='rosbag2 (directory, .mcap or .db3) to play instead of a scene; '
+                             'its image, depth and camera_info topics are found by type')
+    parser.add_argument('--record', default=None,
+                        help='record every output of the node to this new MCAP bag')
     parser.add_argument('--frames', type=int, default=5,
                         help='frames of the generated demo scene (default 5)')
     parser.add_argument('--goal', default=DEFAULT_GOAL,
@@ -300,9 +394,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--sam-model-type', default=config.SPECS['sam_model_type'].default,
                         help='SAM architecture of --sam-checkpoint (default %(default)s)')
     parser.add_argument('--device', default='auto', help='torch device (default auto)')
+    parser.add_argument('--weights', choices=WEIGHT_MODES, default='auto',
+                        help='auto: real weights from the cache or the hub, else random; '
+                             'real: exit 2 without real weights; random: random weights '
+                             '(default %(default)s)')
+    parser.add_argument('--no-download', action='store_true',
+                        help='do not download weights from the hub (cache only)')
     parser.add_argument('--random-weights', action='store_true',
-                        help='allow random-weight models, and generate them when no '
-                             '--clipseg-model is given: results are MEANINGLESS')
+                        help='the same as --weights random: results are MEANINGLESS')
     parser.add_argument('--random-size', choices=SIZES, default='tiny',
                         help='size of generated random models (default tiny)')
     parser.add_argument('--frame-timeout', type=float, default=600.0,
@@ -312,6 +411,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.frames < 1:
         parser.error(f'--frames must be at least 1, got {args.frames}')
+    if args.bag and args.scene:
+        parser.error('give --scene or --bag, not both')
     return args
 
 

@@ -1,57 +1,69 @@
 """The zs_perception node: camera images and a text goal in; masks, poses, markers, points out.
 
-Callbacks only store messages. One worker thread takes the newest synchronized frame (the
-newest image whose depth and camera info, matched by stamp, have arrived) and runs segment ->
-geometry -> tracking -> publish. Images older than the one it takes are dropped and counted,
-so the node never queues and never falls behind the camera. Every output carries the source
-image's header. Topics, parameters and fields: README.md.
+A thin ROS shell around the ROS-free frame logic in :mod:`zs_perception.pipeline`.
+Callbacks only hand messages to a :class:`FrameSynchronizer` (newest ready frame wins; a
+bounded wait per image for its depth and camera info; honest reasons when they are late,
+misstamped or absent). One worker thread takes each frame, runs it through a
+:class:`FramePipeline` (goal and live settings, segment -> geometry -> tracking) and
+publishes the result with the source image's header. Faults and timings go to
+``/diagnostics`` through :class:`Health`. Topics, parameters and fields: README.md; the
+frame rules, shutdown and faults: docs/node.md.
 """
 
-import collections
+import difflib
 import threading
 import time
-from typing import Any, Deque, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseArray, Vector3
 import numpy as np
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
-import rclpy
-from rclpy.executors import ExternalShutdownException
+from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, qos_profile_sensor_data, QoSProfile,
-                       ReliabilityPolicy)
+from rclpy.qos import DurabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest
-from std_msgs.msg import String
+from std_msgs.msg import Header, String
 from visualization_msgs.msg import MarkerArray
 
 from zs_perception import config
-from zs_perception.geometry import estimate_object_geometry, ObjectGeometry, obstacle_cloud
+from zs_perception.geometry import ObjectGeometry, obstacle_cloud
+from zs_perception.geometry.transform import transform_geometry
 from zs_perception.msg import SegmentedObject, SegmentedObjectArray
+from zs_perception.pipeline.frame_pipeline import FrameInput, FramePipeline
+from zs_perception.pipeline.frame_sync import FrameSynchronizer, SyncedFrame
+from zs_perception.pipeline.health import ERROR, Health, OK
 from zs_perception.ros import conversions
+from zs_perception.ros.process import run_node
+from zs_perception.ros.qos import camera_qos, GOAL_QOS, GOAL_READER_QOS
+from zs_perception.ros.target_frame import TargetFrame
 from zs_perception.segmentation.base import SegmentationError, Segmenter
-from zs_perception.segmentation.prompting import parse_goal
-from zs_perception.tracking import Tracker
 from zs_perception.visualization import draw_overlay, label_image
 
-# Recent depth / camera-info messages kept for stamp matching (about 0.3 s at 30 Hz).
-_SYNC_BUFFER = 10
-# Recent images waiting for their depth and camera info (about 0.13 s at 30 Hz).
-_IMAGE_BUFFER = 4
-# Longest wait for the depth or camera info of an image while that stream is active (s).
-_SYNC_WAIT_S = 0.1
-# A stream counts as active if it delivered a message within this many seconds.
-_STREAM_ACTIVE_S = 2.0
-# Same warning at most once per this many seconds.
-_WARN_PERIOD_S = 5.0
+# A depth or camera-info stream with no message for this long (s) is given up (no wait).
+_STREAM_TIMEOUT_S = 1.0
+# Images buffered waiting for their depth and camera info (0.27 s at 60 Hz).
+_IMAGE_BUFFER = 16
+# Recent depth / camera-info messages kept for stamp matching (1 s at 30 Hz).
+_STREAM_BUFFER = 30
 _DIAGNOSTICS_PERIOD_S = 1.0
-# Samples per timing statistic in the diagnostics.
-_TIMING_WINDOW = 100
-_COUNTERS = ('frames_received', 'frames_processed', 'frames_dropped', 'frames_failed',
-             'bad_image', 'bad_depth', 'bad_camera_info', 'no_depth_match',
-             'no_camera_info_match', 'segmenter_errors', 'goals_received')
+_GRAPH_PERIOD_S = 0.25
+# A fault is current (and named by the diagnostics) until this long after its last report.
+_FAULT_WINDOW_S = 5.0
+# The image stream counts as stopped after this long without an image (s).
+_NO_IMAGE_S = 5.0
+# How long after start-up a goal latched before the node started is looked for (s), and
+# the longest life of the transient-local reader that fetches it (s).
+_LATCHED_GOAL_WINDOW_S = 2.0
+_LATCHED_READER_S = 1.0
+# The longest wait for the worker thread when stopping (s); then publishing is closed anyway.
+_STOP_JOIN_S = 3.0
+# Start-up values rclpy reads on its own without declaring them.
+_RCLPY_PREFIXES = ('qos_overrides.',)
+_DIAGNOSTIC_LEVELS = {OK: DiagnosticStatus.OK, ERROR: DiagnosticStatus.ERROR}
 
 
 def _stamp_s(header) -> float:
@@ -70,7 +82,8 @@ class PerceptionNode(Node):
             ``parameter_overrides``, ``cli_args``, ...).
 
     Raises:
-        ValueError: an invalid parameter, naming it, the value and what is allowed.
+        ValueError: an invalid or unknown parameter, naming it, the value and what is
+            allowed (unknown ones with the closest valid name).
         zs_perception.segmentation.base.ModelLoadError: the model could not be loaded.
 
     """
@@ -79,60 +92,51 @@ class PerceptionNode(Node):
                  node_name: str = 'zs_perception', **kwargs):
         super().__init__(node_name, **kwargs)
         self._lock = threading.Condition()
+        self.health = Health(window_s=_FAULT_WINDOW_S)
         self._settings = self._declare_parameters()
+        self._target = TargetFrame(self, self._settings)
         self.add_on_set_parameters_callback(self._check_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
 
-        # Run-time engine settings in force in the segmenter; an injected segmenter gets the
-        # parameters' values before its first frame.
-        self._engine_thresholds: Dict[str, Any] = {}
+        engine_settings: Dict[str, Any] = {}
         if segmenter is None:
+            # The hub check first: it is fast, the imports of the engine (torch) are not.
+            from zs_perception.segmentation.hub import check_hub_models
+            check_hub_models(self._settings)
             from zs_perception.segmentation.factory import create_segmenter
             segmenter = create_segmenter(self._settings['backend'],
                                          **config.engine_settings(self._settings))
-            self._engine_thresholds = {name: self._settings[name]
-                                       for name in config.LIVE_ENGINE_SETTINGS}
-        self._segmenter = segmenter
-        self._tracker = Tracker()
+            engine_settings = {name: self._settings[name]
+                               for name in config.LIVE_ENGINE_SETTINGS}
+        self._pipeline = FramePipeline(segmenter, self.health,
+                                       log_warning=self.get_logger().warning,
+                                       log_info=self.get_logger().info,
+                                       engine_settings=engine_settings)
+        self._sync = FrameSynchronizer(
+            tolerance_s=self._settings['sync_tolerance_s'],
+            wait_s=self._settings['sync_wait_s'], stream_timeout_s=_STREAM_TIMEOUT_S,
+            image_buffer=_IMAGE_BUFFER, stream_buffer=_STREAM_BUFFER, stamp_clock=self._now_s)
         self._marker_ids: List[int] = []
-
-        self.counters = dict.fromkeys(_COUNTERS, 0)
-        self.recent_warnings: Deque[str] = collections.deque(maxlen=20)
-        self._warned_at: Dict[str, float] = {}
-        self._timings: Dict[str, Deque[float]] = collections.defaultdict(
-            lambda: collections.deque(maxlen=_TIMING_WINDOW))
-
-        # Images not processed yet, oldest first: (msg, arrival monotonic s, arrival clock s).
-        self._images: Deque[tuple] = collections.deque()
         self._pending_goal: Optional[str] = self._settings['prompts']
-        self._goal_keys: Deque[tuple] = collections.deque(maxlen=16)
-        self._depth_buffer: Deque[Image] = collections.deque(maxlen=_SYNC_BUFFER)
-        self._info_buffer: Deque[CameraInfo] = collections.deque(maxlen=_SYNC_BUFFER)
-        self._last_depth_at = -1e9
-        self._last_info_at = -1e9
-        self._prompts: List[str] = []
+        self._prompts_echo: Optional[str] = None
+        self._goal_keys: List[tuple] = []
+        self._last_image_at: Optional[float] = None
+        self._started_at = time.monotonic()
 
-        camera_qos = QoSProfile(
-            history=HistoryPolicy.KEEP_LAST, depth=qos_profile_sensor_data.depth,
-            durability=DurabilityPolicy.VOLATILE,
-            reliability=(ReliabilityPolicy.RELIABLE if self._settings['reliability'] == 'reliable'
-                         else ReliabilityPolicy.BEST_EFFORT))
+        qos = camera_qos(self._settings['reliability'])
         if self._settings['use_compressed']:
-            self.create_subscription(CompressedImage, 'image/compressed', self._on_image,
-                                     camera_qos)
+            self._image_sub = self.create_subscription(CompressedImage, 'image/compressed',
+                                                       self._on_image, qos)
         else:
-            self.create_subscription(Image, 'image', self._on_image, camera_qos)
-        self._depth_sub = self.create_subscription(Image, 'depth', self._on_depth, camera_qos)
+            self._image_sub = self.create_subscription(Image, 'image', self._on_image, qos)
+        self._depth_sub = self.create_subscription(Image, 'depth', self._on_depth, qos)
         self._info_sub = self.create_subscription(CameraInfo, 'camera_info', self._on_info,
-                                                  camera_qos)
-        # Two goal subscriptions: transient-local receives the last goal of a latched
-        # publisher on joining; volatile matches publishers that do not offer durability.
-        # A sample received by both is applied once (same source time and sequence number).
-        for durability in (DurabilityPolicy.TRANSIENT_LOCAL, DurabilityPolicy.VOLATILE):
-            self.create_subscription(
-                String, 'goal', self._on_goal,
-                QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                           reliability=ReliabilityPolicy.RELIABLE, durability=durability))
+                                                  qos)
+        self._goal_sub = self.create_subscription(String, 'goal', self._on_goal,
+                                                  GOAL_READER_QOS)
+        self._latched_goal_sub = None
+        self._latched_goal_since = 0.0
+        self._latched_goal_done = False
 
         self._objects_pub = self.create_publisher(SegmentedObjectArray, '~/objects', 10)
         self._masks_pub = self.create_publisher(Image, '~/masks', 10)
@@ -142,19 +146,59 @@ class PerceptionNode(Node):
         self._debug_pub = self.create_publisher(Image, '~/debug_image', 10)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_timer(_DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
+        self.create_timer(_GRAPH_PERIOD_S, self._watch_graph)
+        # Runs in the executor: the worker asks for the prompts parameter to be updated.
+        self._prompts_guard = self.create_guard_condition(self._show_active_goal)
 
+        # Publishing is open until stop(); the gate keeps stop() from closing it mid-publish.
+        self._publish_gate = threading.Lock()
+        self._publishing = True
         self._running = True
         self._worker = threading.Thread(target=self._work, name='zs_perception_worker',
                                         daemon=True)
-        self._worker.start()
+        topics = ', '.join(s.topic_name for s in (self._image_sub, self._depth_sub,
+                                                  self._info_sub, self._goal_sub))
         self.get_logger().info(
             f'zs_perception ready: backend {self._settings["backend"]}, goal '
-            f'{self._settings["prompts"]!r}, subscribing to '
-            f'{"image/compressed" if self._settings["use_compressed"] else "image"}, depth, '
-            'camera_info, goal.')
+            f'{self._settings["prompts"]!r}, subscribing to {topics}; publishing on '
+            f'{self._objects_pub.topic_name} and the other outputs under '
+            f'{self.get_fully_qualified_name()}/, in the {self._target.mode}.')
+        self._worker.start()
+
+    @property
+    def counters(self) -> Dict[str, int]:
+        """Return the counts of frames received, processed, dropped and of faults by kind."""
+        return self.health.counters
+
+    @property
+    def recent_warnings(self):
+        """Return the texts of the last 20 faults reported, oldest first."""
+        return self.health.recent
+
+    @property
+    def _segmenter(self) -> Segmenter:
+        return self._pipeline.segmenter
 
     # ---------------------------------------------------------------- parameters
     def _declare_parameters(self) -> Dict[str, Any]:
+        """Declare every parameter of :data:`config.PARAMETERS`; return the checked values.
+
+        Values given at start-up (params file, ``-p``, ``parameter_overrides``) are checked
+        by :func:`config.validate` before rclpy sees them, so a bad one is one ValueError
+        naming it; an integer for a float parameter is accepted as that float.
+        """
+        # rclpy keeps the start-up values for this node here (it has no public accessor).
+        overrides = getattr(self, '_parameter_overrides', {})
+        for spec in config.PARAMETERS:
+            given = overrides.get(spec.name)
+            if given is None:
+                continue
+            reason = config.validate(spec.name, given.value)
+            if reason is not None:
+                raise ValueError(f'Invalid parameter: {reason}. Fix it in the params file or '
+                                 f'pass --ros-args -p {spec.name}:=<value>.')
+            if spec.kind is float and not isinstance(given.value, float):
+                overrides[spec.name] = Parameter(spec.name, value=float(given.value))
         for spec in config.PARAMETERS:
             descriptor = ParameterDescriptor(
                 description=spec.description, read_only=not spec.live,
@@ -166,7 +210,23 @@ class PerceptionNode(Node):
             elif spec.value_range is not None:
                 descriptor.integer_range = [IntegerRange(
                     from_value=int(spec.value_range[0]), to_value=int(spec.value_range[1]))]
-            self.declare_parameter(spec.name, spec.default, descriptor)
+            try:
+                self.declare_parameter(spec.name, spec.default, descriptor)
+            except ParameterException as err:
+                raise ValueError(f'Invalid parameter {spec.name}: {err}; expected '
+                                 f'{spec.allowed()}.') from None
+        # Declared ones include rclpy's own (use_sim_time...); qos_overrides.* rclpy reads.
+        unknown = sorted(name for name in overrides if not self.has_parameter(name)
+                         and not name.startswith(_RCLPY_PREFIXES))
+        if unknown:
+            hints = []
+            for name in unknown:
+                close = difflib.get_close_matches(name, list(config.SPECS), n=1)
+                hints.append(f'{name!r}' + (f' (did you mean {close[0]!r}?)' if close else ''))
+            raise ValueError(
+                f'Unknown parameter{"s" if len(unknown) > 1 else ""} {", ".join(hints)} given '
+                f'to {self.get_fully_qualified_name()}; fix the params file or the -p '
+                'arguments (the parameters are listed in config/zs_perception.yaml).')
         settings = {spec.name: self.get_parameter(spec.name).value for spec in config.PARAMETERS}
         return config.validate_settings(settings)
 
@@ -175,251 +235,197 @@ class PerceptionNode(Node):
         with self._lock:
             reason = config.check_update(self._settings, changes)
         if reason is not None:
-            self._warn('parameter', f'Rejected parameter update: {reason}.')
+            self._pipeline.warn('parameter', f'Rejected parameter update: {reason}.')
         return SetParametersResult(successful=reason is None, reason=reason or '')
 
     def _apply_parameters(self, parameters: List[Parameter]) -> None:
         with self._lock:
             for p in parameters:
-                if p.name in config.SPECS:
-                    self._settings[p.name] = p.value
-                    if p.name == 'prompts':
-                        self._pending_goal = p.value
+                if p.name not in config.SPECS:
+                    continue
+                self._settings[p.name] = p.value
+                if p.name == 'prompts' and p.value != self._prompts_echo:
+                    self._pending_goal = p.value
+            self._sync.tolerance_s = self._settings['sync_tolerance_s']
+            self._sync.wait_s = self._settings['sync_wait_s']
+            self._lock.notify_all()
+
+    def _show_active_goal(self) -> None:
+        """Make the prompts parameter show the goal in force (after a goal message)."""
+        text = ', '.join(self._pipeline.prompts)
+        if self.get_parameter('prompts').value != text:
+            self._prompts_echo = text
+            self.set_parameters([Parameter('prompts', value=text)])
 
     # ---------------------------------------------------------------- callbacks
     def _on_image(self, msg) -> None:
-        entry = (msg, time.monotonic(), self._now_s())
+        entry = (msg, self._now_s())
         with self._lock:
-            self.counters['frames_received'] += 1
-            if len(self._images) == _IMAGE_BUFFER:
-                self._images.popleft()
-                self.counters['frames_dropped'] += 1
-            self._images.append(entry)
+            self._last_image_at = time.monotonic()
+            self.health.count('frames_received')
+            dropped = self._sync.add_image(entry, _stamp_s(msg.header))
+            if dropped:
+                self.health.count('frames_dropped', dropped)
             self._lock.notify_all()
 
     def _on_depth(self, msg: Image) -> None:
         with self._lock:
-            self._depth_buffer.append(msg)
-            self._last_depth_at = time.monotonic()
+            self._sync.add_depth(msg, _stamp_s(msg.header))
             self._lock.notify_all()
 
     def _on_info(self, msg: CameraInfo) -> None:
         with self._lock:
-            self._info_buffer.append(msg)
-            self._last_info_at = time.monotonic()
+            self._sync.add_info(msg, _stamp_s(msg.header))
             self._lock.notify_all()
 
     def _on_goal(self, msg: String, info: Dict[str, Any]) -> None:
+        # The latched-goal reader and the main reader may both deliver one sample.
         key = (info.get('source_timestamp'), info.get('publication_sequence_number'))
         with self._lock:
             if key in self._goal_keys:
                 return
-            self._goal_keys.append(key)
-            self.counters['goals_received'] += 1
+            self._goal_keys = self._goal_keys[-15:] + [key]
+            self.health.count('goals_received')
             self._pending_goal = msg.data
+            self._lock.notify_all()
+
+    def _watch_graph(self) -> None:
+        """Track the camera publishers; fetch a goal latched before the node started."""
+        with self._lock:
+            self._sync.set_publishers(self._depth_sub.get_publisher_count(),
+                                      self._info_sub.get_publisher_count())
+            self._lock.notify_all()
+        now = time.monotonic()
+        if self._latched_goal_sub is not None:
+            if (self.counters['goals_received']
+                    or now - self._latched_goal_since > _LATCHED_READER_S):
+                self.destroy_subscription(self._latched_goal_sub)
+                self._latched_goal_sub = None
+            return
+        if (self._latched_goal_done or self.counters['goals_received']
+                or now - self._started_at > _LATCHED_GOAL_WINDOW_S):
+            self._latched_goal_done = True
+            return
+        # A transient-local reader gets the latched sample but is incompatible with every
+        # volatile publisher, so it is made once, only while every goal publisher offers
+        # transient local, for at most _LATCHED_READER_S; its own incompatible-QoS handler
+        # (no warning) ends it at once if a volatile publisher shows up meanwhile.
+        publishers = self.get_publishers_info_by_topic(self._goal_sub.topic_name)
+        if publishers and all(p.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL
+                              for p in publishers):
+            self._latched_goal_since = now
+            self._latched_goal_done = True
+            self._latched_goal_sub = self.create_subscription(
+                String, self._goal_sub.topic_name, self._on_goal, GOAL_QOS,
+                event_callbacks=SubscriptionEventCallbacks(
+                    incompatible_qos=self._on_latched_goal_incompatible))
+
+    def _on_latched_goal_incompatible(self, _status) -> None:
+        # A volatile goal publisher appeared: the main (volatile) reader takes its goals.
+        self._latched_goal_since = -1e9  # destroyed at the next graph check
 
     # ---------------------------------------------------------------- worker
     def _work(self) -> None:
         while True:
-            frame = self._next_frame()
-            if frame is None:
-                return
-            try:
-                self._process(*frame)
-            except Exception as err:  # the worker must survive anything a frame brings
-                with self._lock:
-                    self.counters['frames_failed'] += 1
-                self.get_logger().error(
-                    f'Frame failed and was skipped: {type(err).__name__}: {err}',
-                    throttle_duration_sec=_WARN_PERIOD_S)
-
-    def _next_frame(self):
-        """Wait for the newest synchronized frame: an image with its depth and camera info.
-
-        The newest buffered image whose depth and camera info (within
-        ``sync_tolerance_s`` of its stamp) have arrived wins; older images are dropped
-        and counted. While the depth (or info) stream is active and no image is complete,
-        the worker waits up to ``_SYNC_WAIT_S`` after the newest image's arrival, then
-        takes that image with what it has (objects then come without poses). Returns
-        ``(image, its arrival time on the node's clock in s, depth or None, info or None,
-        settings, goal or None)``, or ``None`` on shutdown.
-        """
-        with self._lock:
-            while True:
-                while self._running and not self._images:
-                    self._lock.wait()
-                if not self._running:
-                    return None
-                tolerance = self._settings['sync_tolerance_s']
-                now = time.monotonic()
-                need_depth = self._stream_active(self._last_depth_at, self._depth_sub, now)
-                need_info = self._stream_active(self._last_info_at, self._info_sub, now)
-                chosen = None
-                for index in range(len(self._images) - 1, -1, -1):
-                    stamp = _stamp_s(self._images[index][0].header)
-                    depth = _match(self._depth_buffer, stamp, tolerance)
-                    info = _match(self._info_buffer, stamp, tolerance)
-                    if (depth or not need_depth) and (info or not need_info):
-                        chosen = index
+            with self._lock:
+                frame = None
+                while self._running and self._pending_goal is None:
+                    frame, wait_s = self._sync.poll()
+                    if frame is not None:
                         break
-                if chosen is None:
-                    newest_arrived = self._images[-1][1]
-                    if now - newest_arrived < _SYNC_WAIT_S:
-                        self._lock.wait(timeout=newest_arrived + _SYNC_WAIT_S - now)
-                        continue
-                    chosen = len(self._images) - 1
-                    stamp = _stamp_s(self._images[chosen][0].header)
-                    depth = _match(self._depth_buffer, stamp, tolerance)
-                    info = _match(self._info_buffer, stamp, tolerance)
-                msg, _, arrived = self._images[chosen]
-                for _ in range(chosen + 1):  # the chosen image and the older ones
-                    self._images.popleft()
-                self.counters['frames_dropped'] += chosen
+                    self._lock.wait(timeout=wait_s)
+                if not self._running:
+                    return
+                if frame is not None and frame.dropped:
+                    self.health.count('frames_dropped', frame.dropped)
                 goal, self._pending_goal = self._pending_goal, None
-                return msg, arrived, depth, info, dict(self._settings), goal
+                settings = dict(self._settings)
+            try:
+                if frame is None:  # a new goal and no frame: apply it now
+                    self._pipeline.apply_goal(goal, settings)
+                    self._prompts_guard.trigger()
+                else:
+                    self._process(frame, settings, goal)
+            except Exception as err:  # the worker must survive anything a frame brings
+                if not self._publishing:
+                    return  # stopping: the node is going away under the frame
+                self._pipeline.warn('frames_failed', f'Frame failed and was skipped: '
+                                    f'{type(err).__name__}: {err}', 'frames_failed')
 
     def _now_s(self) -> float:
         """Return the node clock's time in seconds (the clock image stamps are compared with)."""
         return self.get_clock().now().nanoseconds * 1e-9
 
-    def _stream_active(self, last_at: float, subscription, now: float) -> bool:
-        return now - last_at < _STREAM_ACTIVE_S or subscription.get_publisher_count() > 0
-
-    def _process(self, msg, arrived, depth_msg, info_msg, settings, goal) -> None:
+    def _process(self, frame: SyncedFrame, settings: Dict[str, Any],
+                 goal: Optional[str]) -> None:
+        msg, arrived = frame.image
+        depth_msg, info_msg = frame.depth, frame.info
         header = msg.header
-        # Where latency goes before the work: the image's age on arrival (camera driver and
-        # transport), then the wait for its depth and camera_info and for this thread.
-        times = {'arrival': arrived - _stamp_s(header),
-                 'wait': self._now_s() - arrived}
-        t = time.perf_counter()
+        decode = (conversions.compressed_to_rgb if isinstance(msg, CompressedImage)
+                  else conversions.image_to_rgb)
+        inputs = FrameInput(
+            stamp_s=frame.stamp_s, arrival_s=arrived, frame_id=header.frame_id,
+            rgb=lambda: decode(msg),
+            depth=(None if depth_msg is None
+                   else lambda: conversions.depth_image_to_metres(depth_msg)),
+            depth_encoding=depth_msg.encoding if depth_msg is not None else '',
+            intrinsics=(None if info_msg is None else
+                        lambda w, h: conversions.camera_info_to_intrinsics(info_msg, w, h)),
+            depth_miss=frame.depth_miss, info_miss=frame.info_miss,
+            stamps_reset=frame.stamps_reset)
+        if frame.stamps_reset:
+            self.health.count('time_jumps')
+            self._pipeline.warn('time_jump', 'The image stamps jumped back (a bag loop or a '
+                                'clock reset): cleared the sync buffers and restarted tracks.')
+        started = self._now_s()
+        result = self._pipeline.process(inputs, settings, started, goal)
         if goal is not None:
-            self._apply_goal(goal, settings)
-        self._apply_engine_thresholds(settings)
-        try:
-            rgb = (conversions.compressed_to_rgb(msg) if isinstance(msg, CompressedImage)
-                   else conversions.image_to_rgb(msg))
-        except ValueError as err:
-            self._count_and_warn('bad_image', f'Dropped an image: {_sentence(err)}')
+            self._prompts_guard.trigger()
+        if result is None:
             return
-        times['convert'] = time.perf_counter() - t
-        if not header.frame_id:
-            self._warn('no_frame_id', 'The image has an empty header.frame_id; the outputs copy '
-                       'it, so rviz and tf cannot place them. Set the frame_id of the camera '
-                       'driver (its optical frame, e.g. camera_color_optical_frame).')
-
-        if not self._prompts and self._segmenter.needs_prompts:
-            self._warn('no_goal', 'No goal yet: publish phrases such as "red mug, screwdriver" '
-                       'on the goal topic (std_msgs/String) or set the prompts parameter; '
-                       'publishing empty results until then.')
-            instances = []
-        else:
-            t = time.perf_counter()
-            try:
-                result = self._segmenter.segment(rgb)
-            except (SegmentationError, ValueError) as err:
-                self._count_and_warn('segmenter_errors',
-                                     f'Segmentation failed on this frame: '
-                                     f'{type(err).__name__}: {err}')
-                return
-            times['segment'] = time.perf_counter() - t
-            for stage, seconds in result.timings.items():
-                times[f'segment.{stage}'] = seconds
-            instances = [i for i in result.instances if i.mask.any()][:settings['max_objects']]
-
+        times = dict(result.timings)
+        times['wait'] = started - arrived
         t = time.perf_counter()
-        masks = [i.mask for i in instances]
-        geometries = self._geometry(masks, rgb.shape[:2], depth_msg, info_msg, settings)
-        times['geometry'] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        self._tracker.iou_threshold = settings['track_iou_threshold']
-        self._tracker.max_distance_m = settings['track_max_distance_m']
-        self._tracker.max_missed_frames = settings['track_max_missed_frames']
-        ids = self._tracker.update(
-            masks, [i.label for i in instances],
-            [g.position if g.has_pose else None for g in geometries])
-        times['tracking'] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        self._publish(header, rgb, instances, geometries, ids, settings)
+        out_header = self._to_target_frame(header, result)
+        self._publish(header, result, settings, out_header)
         times['publish'] = time.perf_counter() - t
-        times['latency'] = self._now_s() - _stamp_s(header)
-        with self._lock:
-            self.counters['frames_processed'] += 1
-            for stage, seconds in times.items():
-                self._timings[stage].append(seconds)
-
-    def _apply_goal(self, goal: str, settings: Dict[str, Any]) -> None:
-        parsed = parse_goal(goal, settings['max_prompts'], settings['max_prompt_chars'])
-        if parsed.warning():
-            self._warn('goal', parsed.warning() + '.')
-        report = self._segmenter.set_prompts(parsed.phrases)
-        for phrase, reason in list(report.dropped) + list(report.truncated):
-            self._warn('goal_engine', f'goal: the segmenter changed {str(phrase)[:40]!r}: '
-                       f'{reason}.')
-        self._prompts = list(self._segmenter.prompts)
-        self.get_logger().info(f'Goal is now {self._prompts}.')
-
-    def _apply_engine_thresholds(self, settings: Dict[str, Any]) -> None:
-        wanted = {name: settings[name] for name in config.LIVE_ENGINE_SETTINGS}
-        changed = {k: v for k, v in wanted.items() if self._engine_thresholds.get(k) != v}
-        if not changed:
-            return
-        try:
-            self._segmenter.set_thresholds(**changed)
-        except ValueError as err:
-            self._warn('thresholds', f'The segmenter did not accept {changed}: {err}')
-        self._engine_thresholds = wanted
-
-    def _geometry(self, masks, image_shape, depth_msg, info_msg, settings):
-        """Estimate each mask's 3D geometry; objects get ``has_pose`` False with a reason."""
-        reason = None
-        if depth_msg is None:
-            reason = 'no depth image'
-            if self._stream_active(self._last_depth_at, self._depth_sub, time.monotonic()):
-                self._count_and_warn(
-                    'no_depth_match', 'No depth image within sync_tolerance_s='
-                    f'{settings["sync_tolerance_s"]} s of the image stamp; publishing without '
-                    'poses. Check that depth is registered to and stamped like the image.')
-        elif info_msg is None:
-            reason = 'no camera_info'
-            self._count_and_warn(
-                'no_camera_info_match', 'No camera_info within sync_tolerance_s='
-                f'{settings["sync_tolerance_s"]} s of the image stamp; publishing without poses.')
-        if reason is None:
-            try:
-                depth_m = conversions.depth_image_to_metres(depth_msg)
-            except ValueError as err:
-                reason = 'bad depth image'
-                self._count_and_warn('bad_depth', f'Ignored a depth image: {_sentence(err)}')
-        if reason is None and abs(depth_m.shape[1] * image_shape[0]
-                                  - depth_m.shape[0] * image_shape[1]) > 0.01 * depth_m.size:
-            reason = 'depth size mismatch'
-            self._count_and_warn(
-                'bad_depth', f'Ignored a depth image of {depth_m.shape[1]}x{depth_m.shape[0]} '
-                f'for a {image_shape[1]}x{image_shape[0]} image: expected depth registered to '
-                'the colour image (same size, or the same aspect ratio).')
-        if reason is None:
-            try:
-                intrinsics = conversions.camera_info_to_intrinsics(
-                    info_msg, depth_m.shape[1], depth_m.shape[0])
-            except ValueError as err:
-                reason = 'bad camera_info'
-                self._count_and_warn('bad_camera_info', f'Ignored a camera_info: {_sentence(err)}')
-        if reason is None and not np.isfinite(depth_m).any():
-            self._warn('depth_empty', 'The depth image has no valid reading (all zero or NaN); '
-                       'objects are published without poses.')
-        if reason is None:
-            return estimate_object_geometry(masks, depth_m, intrinsics,
-                                            min_depth_m=settings['min_depth_m'],
-                                            max_depth_m=settings['max_depth_m'])
-        return [ObjectGeometry.without_pose(reason) for _ in masks]
+        if result.stamp_ok:
+            times['latency'] = self._now_s() - frame.stamp_s
+        else:
+            times.pop('arrival', None)
+        for stage, seconds in times.items():
+            self.health.timing(stage, seconds)
 
     # ---------------------------------------------------------------- publishing
-    def _publish(self, header, rgb, instances, geometries, ids, settings) -> None:
-        out = SegmentedObjectArray(header=header, prompts=list(self._prompts),
+    def _to_target_frame(self, header, result) -> Header:
+        """Move ``result.geometries`` into the target frame; return the outputs' header.
+
+        Without a transform the objects lose their poses and points, saying why.
+        """
+        found = self._target.resolve(header.frame_id, header.stamp)
+        if found.transform is not None:
+            result.geometries = [transform_geometry(g, found.transform)
+                                 for g in result.geometries]
+        elif found.reason:
+            self._pipeline.warn('no_transform', f'Objects published without poses: '
+                                f'{found.reason}.', 'no_transform')
+            result.geometries = [ObjectGeometry.without_pose(found.reason, g.num_points,
+                                                             g.valid_fraction)
+                                 for g in result.geometries]
+        return Header(stamp=header.stamp, frame_id=found.frame_id)
+
+    def _publish(self, header, result, settings, out_header) -> None:
+        with self._publish_gate:
+            if self._publishing and self.context.ok():
+                self._publish_outputs(header, result, settings, out_header)
+
+    def _publish_outputs(self, header, result, settings, out_header) -> None:
+        """Publish one frame: images in the camera ``header``, 3D outputs in ``out_header``."""
+        rgb, instances, geometries, ids = (result.rgb, result.instances, result.geometries,
+                                           result.ids)
+        out = SegmentedObjectArray(header=out_header, prompts=list(result.prompts),
                                    backend=settings['backend'])
-        poses = PoseArray(header=header)
+        poses = PoseArray(header=out_header)
         boxes_for_markers = []
         for instance, geometry, track_id in zip(instances, geometries, ids):
             x, y, w, h = conversions.mask_roi(instance.mask)
@@ -429,7 +435,9 @@ class PerceptionNode(Node):
                 mask=conversions.mask_to_image(instance.mask, (x, y, w, h), header),
                 has_pose=bool(geometry.has_pose), pose_status=geometry.status,
                 num_points=int(geometry.num_points),
-                depth_valid_fraction=float(geometry.valid_fraction))
+                depth_valid_fraction=float(geometry.valid_fraction),
+                truncated=bool(geometry.truncated), occluded=bool(geometry.occluded),
+                shape=geometry.shape, pose_confidence=float(geometry.pose_confidence))
             if geometry.has_pose:
                 obj.pose = conversions.make_pose(geometry.position, geometry.quaternion)
                 ex, ey, ez = (float(v) for v in geometry.extents)
@@ -446,10 +454,10 @@ class PerceptionNode(Node):
         points, index = obstacle_cloud(geometries)
         self._masks_pub.publish(conversions.array_to_image(labels, 'mono8', header))
         self._poses_pub.publish(poses)
-        self._markers_pub.publish(conversions.object_markers(header, boxes_for_markers,
+        self._markers_pub.publish(conversions.object_markers(out_header, boxes_for_markers,
                                                              self._marker_ids))
         self._marker_ids = [b[0] for b in boxes_for_markers]
-        self._points_pub.publish(conversions.point_cloud(points, index, header))
+        self._points_pub.publish(conversions.point_cloud(points, index, out_header))
         if self._debug_pub.get_subscription_count() > 0:
             overlay = draw_overlay(rgb, labels, [i.box for i in instances],
                                    [f'{i.label} #{t} {i.score:.2f}'
@@ -457,86 +465,52 @@ class PerceptionNode(Node):
             self._debug_pub.publish(conversions.array_to_image(overlay, 'rgb8', header))
 
     def _publish_diagnostics(self) -> None:
-        with self._lock:
-            counters = dict(self.counters)
-            timings = {stage: list(v) for stage, v in self._timings.items()}
-            warnings = list(self.recent_warnings)
-        level = DiagnosticStatus.OK
-        message = 'ok'
-        if counters['frames_processed'] == 0:
-            level, message = DiagnosticStatus.WARN, 'no frame processed yet'
-        if warnings:
-            level, message = DiagnosticStatus.WARN, warnings[-1][:200]
+        now = time.monotonic()
+        since = self._last_image_at if self._last_image_at is not None else self._started_at
+        if now - since > _NO_IMAGE_S:
+            what = 'no image yet' if self._last_image_at is None else 'no image'
+            self._pipeline.warn('no_image', f'{what.capitalize()} on '
+                                f'{self._image_sub.topic_name} for {now - since:.0f} s: check '
+                                'the camera driver and the image topic remapping.')
+        counters, timings = self.health.snapshot()
+        level, message = self.health.level()
         values = [KeyValue(key=k, value=str(v)) for k, v in counters.items()]
         for stage in sorted(timings):
             ms = np.asarray(timings[stage]) * 1e3
             values.append(KeyValue(key=f'{stage}_ms_median', value=f'{np.median(ms):.2f}'))
             values.append(KeyValue(key=f'{stage}_ms_max', value=f'{ms.max():.2f}'))
-        values.append(KeyValue(key='prompts', value=', '.join(self._prompts)))
+        values.append(KeyValue(key='faults',
+                               value=', '.join(f.key for f in self.health.current())))
+        values.append(KeyValue(key='prompts', value=', '.join(self._pipeline.prompts)))
         values.append(KeyValue(key='backend', value=self._settings['backend']))
         name = self.get_fully_qualified_name()
-        status = DiagnosticStatus(level=level, name=f'zs_perception: {name}', message=message,
+        status = DiagnosticStatus(level=_DIAGNOSTIC_LEVELS.get(level, DiagnosticStatus.WARN),
+                                  name=f'zs_perception: {name}', message=message,
                                   hardware_id=name, values=values)
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
-        self._diagnostics_pub.publish(array)
+        with self._publish_gate:
+            if self._publishing and self.context.ok():
+                self._diagnostics_pub.publish(array)
 
-    # ---------------------------------------------------------------- helpers
-    def _count_and_warn(self, counter: str, text: str) -> None:
-        with self._lock:
-            self.counters[counter] += 1
-        self._warn(counter, text)
-
-    def _warn(self, key: str, text: str) -> None:
-        """Log ``text`` as a warning, at most once per ``_WARN_PERIOD_S`` per ``key``."""
-        now = time.monotonic()
-        with self._lock:
-            self.recent_warnings.append(text)
-            if now - self._warned_at.get(key, -1e9) < _WARN_PERIOD_S:
-                return
-            self._warned_at[key] = now
-        self.get_logger().warning(text)
-
-    def destroy_node(self) -> None:
-        """Stop the worker thread, then destroy the node."""
+    # ---------------------------------------------------------------- stopping
+    def stop(self) -> None:
+        """Stop the worker thread and close publishing (idempotent; before destroying)."""
         with self._lock:
             self._running = False
             self._lock.notify_all()
         if self._worker.is_alive() and self._worker is not threading.current_thread():
-            self._worker.join(timeout=10.0)
+            self._worker.join(timeout=_STOP_JOIN_S)
+        with self._publish_gate:  # waits for a publish in progress, then none can start
+            self._publishing = False
+
+    def destroy_node(self) -> None:
+        """Stop the worker and publishing (see :meth:`stop`), then destroy the node."""
+        self.stop()
         super().destroy_node()
 
 
-def _sentence(err: Exception) -> str:
-    """Return an exception's message as the end of a log sentence: one final period."""
-    return str(err).rstrip('.') + '.'
-
-
-def _match(buffer, stamp: float, tolerance: float):
-    """Return the message in ``buffer`` stamped nearest ``stamp``, within ``tolerance`` s."""
-    best, best_dt = None, tolerance
-    for msg in buffer:
-        dt = abs(_stamp_s(msg.header) - stamp)
-        if dt <= best_dt:
-            best, best_dt = msg, dt
-    return best
-
-
 def main(args: Optional[List[str]] = None) -> int:
-    """Run the node until Ctrl-C; return the process exit status."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = PerceptionNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (ValueError, SegmentationError) as err:
-        rclpy.logging.get_logger('zs_perception').fatal(f'{type(err).__name__}: {err}')
-        return 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    """Run the node until SIGINT or SIGTERM; return the process exit status."""
+    return run_node(PerceptionNode, 'zs_perception', fatal=(ValueError, SegmentationError),
+                    args=args)

@@ -16,8 +16,7 @@ the maps are as coarse as CLIP's patch grid (32 px patches for ViT-B/32) and
 noisy. :class:`ClipRunner` is shared with the zero-guidance backend.
 """
 
-import logging
-from typing import Dict, Hashable, List, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -25,20 +24,17 @@ import torch.nn.functional as F  # noqa: N812
 from torchvision.transforms.v2 import functional as tvF  # noqa: N812
 from transformers import CLIPModel, CLIPProcessor
 
-from zs_perception.segmentation.base import check_rgb_image, Prompt, PromptLike, PromptReport
-from zs_perception.segmentation.base import SegmentationResult, Segmenter
-from zs_perception.segmentation.caching import LastFrameCache
-from zs_perception.segmentation.device import out_of_memory_as_error, resolve_device
-from zs_perception.segmentation.device import resolve_dtype, StageTimer
+from zs_perception.segmentation.base import Instance, Prompt
+from zs_perception.segmentation.caching import EmbeddingCache, LastFrameCache
+from zs_perception.segmentation.device import StageTimer
 from zs_perception.segmentation.instances import find_instances
 from zs_perception.segmentation.loading import load_hf_model
-from zs_perception.segmentation.prompting import normalize_text_prompts, prompt_key
+from zs_perception.segmentation.prompting import prompt_key
+from zs_perception.segmentation.torch_backend import token_limit_reason, TorchSegmenter
 
 DEFAULT_CLIP_MODEL = 'openai/clip-vit-base-patch32'
 # Phrases every pixel is also compared with, so that one prompt alone still has a background.
 DEFAULT_BACKGROUND = ('background', 'floor', 'wall', 'ceiling', 'table top')
-
-logger = logging.getLogger(__name__)
 
 
 def load_clip(model: str, device: torch.device, dtype: torch.dtype,
@@ -146,7 +142,7 @@ class ClipRunner:
         return F.normalize(patches.float(), dim=-1).reshape(*grid, -1)
 
 
-class ClipDenseSegmenter(Segmenter):
+class ClipDenseSegmenter(TorchSegmenter):
     """Per-pixel CLIP similarity maps, thresholded into instances.
 
     Args:
@@ -162,62 +158,37 @@ class ClipDenseSegmenter(Segmenter):
     The result's ``probabilities`` are the ``(N, H, W)`` per-prompt maps.
     """
 
+    name = 'clip_dense'
+    dense_maps = True
+
     def __init__(self, runner: ClipRunner, threshold: float = 0.4, min_area_px: int = 100,
                  max_objects: int = 20, short_side: int = 448,
                  background: Sequence[str] = DEFAULT_BACKGROUND):
         if int(short_side) < runner.patch_size:
             raise ValueError(f'short_side must be at least the CLIP patch size '
                              f'{runner.patch_size}, got {short_side!r}.')
+        super().__init__(runner.device, threshold=threshold, min_area_px=min_area_px,
+                         max_objects=max_objects)
         self.runner = runner
-        self.threshold = threshold
-        self.min_area_px = min_area_px
-        self.max_objects = max_objects
-        self.set_thresholds(threshold=threshold, min_area_px=min_area_px,
-                            max_objects=max_objects)
         self.short_side = int(short_side)
         self.background = [b.strip() for b in background if b.strip()]
-        self._active: List[Prompt] = []
-        self._cache: Dict[Hashable, torch.Tensor] = {}
+        self._cache = EmbeddingCache()
         self._texts = None
         self._frames = LastFrameCache()
 
     @classmethod
-    def from_settings(cls, *, clip_model: str = DEFAULT_CLIP_MODEL, device: str = 'auto',
-                      precision: str = 'auto', threshold: float = 0.4, min_area_px: int = 100,
-                      max_objects: int = 20,
-                      allow_random_weights: bool = False) -> 'ClipDenseSegmenter':
-        """Load CLIP named by the settings.
+    def _load(cls, device, dtype, allow_random_weights, *, clip_model: str = '',
+              **thresholds) -> Tuple['ClipDenseSegmenter', str]:
+        """Load CLIP (``clip_model`` empty: the default)."""
+        runner = load_clip(clip_model, device, dtype, allow_random_weights)
+        return cls(runner, **thresholds), f'CLIP {clip_model or DEFAULT_CLIP_MODEL}'
 
-        Raises:
-            ValueError: unknown device or precision, or a bad threshold.
-            ModelLoadError: weights missing, wrong or random (not allowed).
+    def _truncation(self, text: str) -> Optional[str]:
+        return token_limit_reason(self.runner.token_count(text), self.runner.max_tokens,
+                                  'CLIP text', 'the rest is cut off')
 
-        """
-        torch_device = resolve_device(device)
-        dtype = resolve_dtype(precision, torch_device)
-        runner = load_clip(clip_model, torch_device, dtype, allow_random_weights)
-        logger.info('Segmentation backend clip_dense on %s in %s (CLIP %s).', torch_device,
-                    dtype, clip_model)
-        return cls(runner, threshold=threshold, min_area_px=min_area_px,
-                   max_objects=max_objects)
-
-    @property
-    def device(self) -> torch.device:
-        """The device the model runs on."""
-        return self.runner.device
-
-    @property
-    def prompts(self) -> List[str]:
-        """Labels of the active prompts, in order."""
-        return [p.label for p in self._active]
-
-    def set_prompts(self, prompts: Sequence[PromptLike]) -> PromptReport:
-        """Replace the active text prompts; phrases not seen before are encoded."""
-        active, dropped = normalize_text_prompts(prompts, 'clip_dense')
-        truncated = [
-            (p.label, f'{n} tokens, over the CLIP text limit of {self.runner.max_tokens}')
-            for p in active for n in [self.runner.token_count(p.text)]
-            if n > self.runner.max_tokens]
+    def _encode_prompts(self, active: List[Prompt]) -> None:
+        """Encode the prompts and background phrases not seen before."""
         keys = [prompt_key(p) for p in active]
         texts = [p.text for p in active]
         for phrase in self.background:
@@ -225,16 +196,10 @@ class ClipDenseSegmenter(Segmenter):
             if key not in keys:
                 keys.append(key)
                 texts.append(phrase)
-        cache = {k: self._cache[k] for k in keys if k in self._cache}
-        new = {k: t for k, t in zip(keys, texts) if k not in cache}
-        with out_of_memory_as_error(self.device, f'encoding {len(active)} prompts'), \
-                torch.inference_mode():
-            if new:
-                cache.update(zip(new, self.runner.encode_texts(list(new.values()))))
-        self._cache = cache
-        self._texts = torch.stack([cache[k] for k in keys]) if active else None
-        self._active = active
-        return PromptReport(active=self.prompts, dropped=dropped, truncated=truncated)
+        by_key = dict(zip(keys, texts))
+        embeddings = self._cache.embed(keys, lambda missing: dict(zip(
+            missing, self.runner.encode_texts([by_key[k] for k in missing]))))
+        self._texts = embeddings if active else None
 
     def probabilities(self, image: np.ndarray) -> torch.Tensor:
         """``(N, H, W)`` ``float32`` per-prompt probability maps of one image (on the device)."""
@@ -248,21 +213,11 @@ class ClipDenseSegmenter(Segmenter):
         return F.interpolate(probs[None], size=(height, width), mode='bilinear',
                              align_corners=False)[0]
 
-    def segment(self, image: np.ndarray) -> SegmentationResult:
-        """Segment one ``(H, W, 3)`` ``uint8`` RGB image with the active prompts."""
-        image = check_rgb_image(image)
-        height, width = image.shape[:2]
-        if not self._active:
-            return SegmentationResult(
-                instances=[], probabilities=np.zeros((0, height, width), np.float32))
-        timer = StageTimer(self.device)
-        with out_of_memory_as_error(
-                self.device, f'segmenting a {width}x{height} image with {len(self._active)} '
-                'prompts'), torch.inference_mode():
-            with timer.stage('encode'):
-                probs = self.probabilities(image).cpu().numpy()
+    def _segment(self, image: np.ndarray, timer: StageTimer
+                 ) -> Tuple[List[Instance], np.ndarray]:
+        with timer.stage('encode'):
+            probs = self.probabilities(image).cpu().numpy()
         with timer.stage('postprocess'):
             instances, _ = find_instances(probs, self.prompts, self.threshold,
                                           self.min_area_px, self.max_objects)
-        return SegmentationResult(instances=instances, timings=timer.timings,
-                                  probabilities=probs)
+        return instances, probs

@@ -15,8 +15,7 @@ model is run in its three stages instead, each as often as its inputs change:
 The results equal the reference forward pass (see the parity tests).
 """
 
-import threading
-from typing import Dict, Hashable, List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -25,13 +24,13 @@ from torchvision.transforms.v2 import functional as tvF  # noqa: N812
 from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
 from transformers.image_utils import pil_torch_interpolation_mapping
 
-from zs_perception.segmentation.base import check_rgb_image, Instance, ModelLoadError, Prompt
-from zs_perception.segmentation.base import PromptLike, PromptReport, SegmentationResult
-from zs_perception.segmentation.base import Segmenter
-from zs_perception.segmentation.caching import LastFrameCache
-from zs_perception.segmentation.device import out_of_memory_as_error, StageTimer
+from zs_perception.segmentation.base import Instance, ModelLoadError, Prompt, PromptLike
+from zs_perception.segmentation.caching import EmbeddingCache, LastFrameCache
+from zs_perception.segmentation.device import StageTimer
 from zs_perception.segmentation.instances import find_instances
+from zs_perception.segmentation.loading import DEFAULT_CLIPSEG_MODEL, load_clipseg
 from zs_perception.segmentation.prompting import normalize_prompts, prompt_key
+from zs_perception.segmentation.torch_backend import token_limit_reason, TorchSegmenter
 
 
 class ClipSegRunner:
@@ -179,7 +178,20 @@ class ClipSegRunner:
         return resized[:, 0].sigmoid_()
 
 
-class ClipSegSegmenter(Segmenter):
+def load_clipseg_runner(model: str, device: torch.device, dtype: torch.dtype,
+                        allow_random_weights: bool = False) -> ClipSegRunner:
+    """Load CLIPSeg (Hugging Face id or directory; empty: the default) as a :class:`ClipSegRunner`.
+
+    Raises:
+        ModelLoadError: as :func:`~zs_perception.segmentation.loading.load_clipseg`.
+
+    """
+    net, processor = load_clipseg(model or DEFAULT_CLIPSEG_MODEL, device, dtype,
+                                  allow_random_weights)
+    return ClipSegRunner(net, processor, device, dtype)
+
+
+class ClipSegSegmenter(TorchSegmenter):
     """CLIPSeg with text and image prompts; instances are connected components.
 
     Args:
@@ -188,105 +200,69 @@ class ClipSegSegmenter(Segmenter):
         min_area_px: smallest instance kept, in pixels.
         max_objects: at most this many instances per image, highest score first.
 
-    Instance scores are the mean probability over the component's pixels.
-    ``set_prompts``, ``segment`` and ``set_thresholds`` may be called from
-    different threads; they run one at a time.
+    Instance scores are the mean probability over the component's pixels. The result's
+    ``probabilities`` are the ``(N, H, W)`` per-prompt maps.
     """
+
+    name = 'clipseg'
+    dense_maps = True
 
     def __init__(self, runner: ClipSegRunner, threshold: float = 0.4, min_area_px: int = 100,
                  max_objects: int = 20):
+        super().__init__(runner.device, threshold=threshold, min_area_px=min_area_px,
+                         max_objects=max_objects)
         self.runner = runner
-        self.threshold = threshold
-        self.min_area_px = min_area_px
-        self.max_objects = max_objects
-        self._lock = threading.RLock()
-        self.set_thresholds(threshold=threshold, min_area_px=min_area_px,
-                            max_objects=max_objects)
-        self._active: List[Prompt] = []
-        self._embedding_cache: Dict[Hashable, torch.Tensor] = {}
+        self._embedding_cache = EmbeddingCache()
         self._embeddings = None
         self._frames = LastFrameCache()
 
-    @property
-    def device(self) -> torch.device:
-        """The device the models run on."""
-        return self.runner.device
+    @classmethod
+    def _load(cls, device, dtype, allow_random_weights, *, clipseg_model: str = '',
+              **thresholds) -> Tuple['ClipSegSegmenter', str]:
+        runner = load_clipseg_runner(clipseg_model, device, dtype, allow_random_weights)
+        return cls(runner, **thresholds), f'CLIPSeg {clipseg_model or DEFAULT_CLIPSEG_MODEL}'
 
-    @property
-    def prompts(self) -> List[str]:
-        """Labels of the active prompts, in order."""
-        return [p.label for p in self._active]
+    def _normalize_prompts(self, prompts: Sequence[PromptLike]
+                           ) -> Tuple[List[Prompt], List[tuple]]:
+        return normalize_prompts(prompts)
 
-    def set_thresholds(self, **kwargs) -> None:
-        """Change ``threshold`` (0..1), ``min_area_px`` (>= 0) and/or ``max_objects`` (>= 0)."""
-        with self._lock:
-            super().set_thresholds(**kwargs)
+    def _truncation(self, text: str) -> Optional[str]:
+        limit = self.runner.max_tokens
+        return token_limit_reason(self.runner.token_count(text), limit, 'text encoder',
+                                  f'only the first {limit - 2} are used')
 
-    def set_prompts(self, prompts: Sequence[PromptLike]) -> PromptReport:
-        """Replace the active prompts; only prompts not seen before are encoded."""
-        with self._lock:
-            return self._set_prompts(prompts)
+    def _encode_prompts(self, active: List[Prompt]) -> None:
+        by_key = {prompt_key(p): p for p in active}
 
-    def _set_prompts(self, prompts: Sequence[PromptLike]) -> PromptReport:
-        active, dropped = normalize_prompts(prompts)
-        truncated = []
-        for prompt in active:
-            if prompt.text is not None:
-                count = self.runner.token_count(prompt.text)
-                if count > self.runner.max_tokens:
-                    truncated.append((prompt.label, (
-                        f'{count} tokens, over the text encoder limit of '
-                        f'{self.runner.max_tokens}; only the first '
-                        f'{self.runner.max_tokens - 2} are used')))
-        keys = [prompt_key(p) for p in active]
-        cache = {k: self._embedding_cache[k] for k in keys if k in self._embedding_cache}
-        texts = {k: p.text for k, p in zip(keys, active) if k not in cache and p.text is not None}
-        images = {k: p.image for k, p in zip(keys, active) if k not in cache and p.text is None}
-        with out_of_memory_as_error(self.device, f'encoding {len(active)} prompts'), \
-                torch.inference_mode():
+        def encode(missing):
+            texts = [k for k in missing if by_key[k].text is not None]
+            images = [k for k in missing if by_key[k].text is None]
+            out = {}
             if texts:
-                cache.update(zip(texts, self.runner.encode_texts(list(texts.values()))))
+                out.update(zip(texts, self.runner.encode_texts([by_key[k].text for k in texts])))
             if images:
-                cache.update(zip(images, self.runner.encode_images(list(images.values()))))
-        self._embedding_cache = cache
-        self._embeddings = torch.stack([cache[k] for k in keys]) if keys else None
-        self._active = active
-        return PromptReport(active=self.prompts, dropped=dropped, truncated=truncated)
+                out.update(zip(images, self.runner.encode_images(
+                    [by_key[k].image for k in images])))
+            return out
 
-    def segment(self, image: np.ndarray) -> SegmentationResult:
-        """Segment one ``(H, W, 3)`` ``uint8`` RGB image with the active prompts.
+        self._embeddings = self._embedding_cache.embed(list(by_key), encode)
 
-        The result's ``probabilities`` are the ``(N, H, W)`` per-prompt maps.
-        """
-        image = check_rgb_image(image)
-        with self._lock:
-            return self._segment(image)
-
-    def _segment(self, image: np.ndarray) -> SegmentationResult:
-        height, width = image.shape[:2]
-        if not self._active:
-            return SegmentationResult(
-                instances=[], probabilities=np.zeros((0, height, width), np.float32))
-        timer = StageTimer(self.device)
-        with out_of_memory_as_error(
-                self.device, f'segmenting a {width}x{height} image with {len(self._active)} '
-                'prompts'), torch.inference_mode():
-            activations = self._frames.get(image)
-            if activations is None:
-                with timer.stage('preprocess'):
-                    pixels = self.runner.preprocess(image)
-                with timer.stage('encode'):
-                    activations = self.runner.image_activations(pixels)
-                self._frames.put(image, activations)
-            with timer.stage('decode'):
-                logits = self.runner.decode(activations, self._embeddings)
-            with timer.stage('postprocess'):
-                probs = self.runner.probabilities(logits, (height, width)).cpu().numpy()
-                instances, peaks = find_instances(
-                    probs, self.prompts, self.threshold, self.min_area_px, self.max_objects)
-            instances = self._refine(image, instances, peaks, timer)
-        return SegmentationResult(instances=instances, timings=timer.timings,
-                                  probabilities=probs)
+    def _segment(self, image: np.ndarray, timer: StageTimer
+                 ) -> Tuple[List[Instance], np.ndarray]:
+        activations = self._frames.get(image)
+        if activations is None:
+            with timer.stage('preprocess'):
+                pixels = self.runner.preprocess(image)
+            with timer.stage('encode'):
+                activations = self.runner.image_activations(pixels)
+            self._frames.put(image, activations)
+        with timer.stage('decode'):
+            logits = self.runner.decode(activations, self._embeddings)
+        with timer.stage('postprocess'):
+            probs = self.runner.probabilities(logits, image.shape[:2]).cpu().numpy()
+            instances, peaks = find_instances(
+                probs, self.prompts, self.threshold, self.min_area_px, self.max_objects)
+        return self._refine(image, instances, peaks, timer), probs
 
     def _refine(self, image: np.ndarray, instances: List[Instance], peaks: np.ndarray,
                 timer: StageTimer) -> List[Instance]:

@@ -25,6 +25,7 @@ from transformers import GroundingDinoForObjectDetection, GroundingDinoProcessor
 from transformers import Owlv2ForObjectDetection, Owlv2Processor
 from transformers.image_transforms import center_to_corners_format
 
+from zs_perception.segmentation.caching import EmbeddingCache
 from zs_perception.segmentation.loading import load_hf_model
 
 DETECTORS = ('owlv2', 'grounding_dino')
@@ -79,7 +80,7 @@ class Owlv2Detector:
         self.dtype = dtype
         self.max_tokens = min(int(self.tokenizer.model_max_length),
                               int(model.config.text_config.max_position_embeddings))
-        self._cache: Dict[Hashable, torch.Tensor] = {}
+        self._cache = EmbeddingCache()
         self._queries: Optional[torch.Tensor] = None
 
     def token_count(self, text: str) -> int:
@@ -94,20 +95,21 @@ class Owlv2Detector:
             texts: the phrases; over :attr:`max_tokens` tokens are truncated.
 
         """
-        cache = {k: self._cache[k] for k in keys if k in self._cache}
-        new = {k: t for k, t in zip(keys, texts) if k not in cache}
-        if new:
+        by_key = dict(zip(keys, texts))
+
+        def encode(missing):
             # As Owlv2Processor: every query padded to max_length.
-            tokens = self.tokenizer(list(new.values()), padding='max_length', truncation=True,
-                                    max_length=self.max_tokens, return_tensors='pt')
+            tokens = self.tokenizer([by_key[k] for k in missing], padding='max_length',
+                                    truncation=True, max_length=self.max_tokens,
+                                    return_tensors='pt')
             embeds = self.model.owlv2.get_text_features(
                 input_ids=tokens['input_ids'].to(self.device),
                 attention_mask=tokens['attention_mask'].to(self.device)).pooler_output
             # As Owlv2Model.forward: the text embeddings are L2-normalised.
-            embeds = embeds / torch.linalg.norm(embeds, ord=2, dim=-1, keepdim=True)
-            cache.update(zip(new, embeds))
-        self._cache = cache
-        self._queries = torch.stack([cache[k] for k in keys]) if keys else None
+            return dict(zip(missing, embeds / torch.linalg.norm(embeds, ord=2, dim=-1,
+                                                                keepdim=True)))
+
+        self._queries = self._cache.embed(list(keys), encode)
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """Return ``(1, 3, S, S)`` pixels: padded square, resized, normalised on the device."""

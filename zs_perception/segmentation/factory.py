@@ -4,7 +4,7 @@ Importing this module is cheap (no torch): each backend's modules are imported w
 built, so ``BACKENDS`` can be read by the parameter table without loading the ML stack.
 """
 
-import logging
+import importlib
 
 from zs_perception.segmentation.base import Segmenter, validate_thresholds
 
@@ -27,8 +27,15 @@ TRACKERS = {
     'edgetam': 'EdgeTAM video tracker (EdgeTamVideoModel; needs the timm package)',
     'sam3_tracker': 'SAM 3 tracker (Sam3TrackerVideoModel)',
 }
-
-logger = logging.getLogger(__name__)
+# Backend name -> (module in zs_perception.segmentation, class), imported when built.
+_CLASSES = {
+    'clipseg': ('clipseg', 'ClipSegSegmenter'),
+    'clipseg_sam': ('clipseg_sam', 'ClipSegSamSegmenter'),
+    'grounded_sam': ('grounded_sam', 'GroundedSamSegmenter'),
+    'zero_guidance': ('zero_guidance', 'ZeroGuidanceSegmenter'),
+    'clip_dense': ('clip_dense', 'ClipDenseSegmenter'),
+    'sam3': ('sam3', 'Sam3Segmenter'),
+}
 
 
 def create_segmenter(backend: str = 'clipseg', *, clipseg_model: str = '',
@@ -105,54 +112,19 @@ def create_segmenter(backend: str = 'clipseg', *, clipseg_model: str = '',
                                  detect_every_n_frames=detect_every_n_frames, device=device,
                                  precision=precision,
                                  allow_random_weights=allow_random_weights)
-    common = {'device': device, 'precision': precision, 'threshold': threshold,
-              'min_area_px': min_area_px, 'max_objects': max_objects,
-              'allow_random_weights': allow_random_weights}
-    if backend in ('clipseg', 'clipseg_sam'):
-        return _clipseg(backend, clipseg_model, sam_checkpoint, sam_model_type,
-                        sam_point_prompt, **common)
-    if backend == 'grounded_sam':
-        from zs_perception.segmentation.grounded_sam import GroundedSamSegmenter
-        return GroundedSamSegmenter.from_settings(
-            detector=detector, detector_model=detector_model, sam_checkpoint=sam_checkpoint,
-            sam_model_type=sam_model_type, **common)
-    if backend == 'zero_guidance':
-        from zs_perception.segmentation.zero_guidance import ZeroGuidanceSegmenter
-        words = [w.strip() for w in str(vocabulary).split(',') if w.strip()]
-        settings = {'clip_model': clip_model} if clip_model else {}
-        return ZeroGuidanceSegmenter.from_settings(
-            sam_checkpoint=sam_checkpoint, sam_model_type=sam_model_type, vocabulary=words,
-            **settings, **common)
-    if backend == 'sam3':
-        from zs_perception.segmentation.sam3 import Sam3Segmenter
-        settings = {'sam3_model': sam3_model} if sam3_model else {}
-        return Sam3Segmenter.from_settings(**settings, **common)
-    from zs_perception.segmentation.clip_dense import ClipDenseSegmenter
-    settings = {'clip_model': clip_model} if clip_model else {}
-    return ClipDenseSegmenter.from_settings(**settings, **common)
-
-
-def _clipseg(backend, clipseg_model, sam_checkpoint, sam_model_type, sam_point_prompt, *,
-             device, precision, threshold, min_area_px, max_objects, allow_random_weights):
-    from zs_perception.segmentation.clipseg import ClipSegRunner, ClipSegSegmenter
-    from zs_perception.segmentation.device import resolve_device, resolve_dtype
-    from zs_perception.segmentation.loading import DEFAULT_CLIPSEG_MODEL, load_clipseg, load_sam
-    from zs_perception.segmentation.sam import ClipSegSamSegmenter, SamRefiner
-
-    thresholds = {'threshold': threshold, 'min_area_px': min_area_px, 'max_objects': max_objects}
-    validate_thresholds('create_segmenter', Segmenter.THRESHOLDS, thresholds)  # before loading
-    torch_device = resolve_device(device)
-    dtype = resolve_dtype(precision, torch_device)
-    clipseg_model = clipseg_model or DEFAULT_CLIPSEG_MODEL
-    sam = None
-    if backend == 'clipseg_sam':
-        # SAM first: its checkpoint is the setting most often missing; fail before the slow part.
-        sam = load_sam(sam_checkpoint, sam_model_type, torch_device, allow_random_weights)
-    model, processor = load_clipseg(clipseg_model, torch_device, dtype, allow_random_weights)
-    runner = ClipSegRunner(model, processor, torch_device, dtype)
-    logger.info('Segmentation backend %s on %s in %s (CLIPSeg %s%s).', backend, torch_device,
-                dtype, clipseg_model, f', SAM {sam_model_type} {sam_checkpoint}' if sam else '')
-    if sam is None:
-        return ClipSegSegmenter(runner, **thresholds)
-    return ClipSegSamSegmenter(runner, SamRefiner(sam, torch_device, dtype),
-                               sam_point_prompt=sam_point_prompt, **thresholds)
+    sam = {'sam_checkpoint': sam_checkpoint, 'sam_model_type': sam_model_type}
+    models = {
+        'clipseg': {'clipseg_model': clipseg_model},
+        'clipseg_sam': {'clipseg_model': clipseg_model, 'sam_point_prompt': sam_point_prompt,
+                        **sam},
+        'grounded_sam': {'detector': detector, 'detector_model': detector_model, **sam},
+        'zero_guidance': {'clip_model': clip_model, **sam, 'vocabulary': [
+            w.strip() for w in str(vocabulary).split(',') if w.strip()]},
+        'clip_dense': {'clip_model': clip_model},
+        'sam3': {'sam3_model': sam3_model},
+    }[backend]
+    module, name = _CLASSES[backend]
+    cls = getattr(importlib.import_module(f'zs_perception.segmentation.{module}'), name)
+    return cls.from_settings(device=device, precision=precision, threshold=threshold,
+                             min_area_px=min_area_px, max_objects=max_objects,
+                             allow_random_weights=allow_random_weights, **models)

@@ -26,11 +26,13 @@ import torch
 from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
 
 from zs_perception.segmentation.base import ModelLoadError
+from zs_perception.segmentation.hub import fetch_hint as _fetch_hint
+from zs_perception.segmentation.hub import looks_like_path as _looks_like_path
+from zs_perception.segmentation.hub import RANDOM_MARKER
 
 DEFAULT_CLIPSEG_MODEL = 'CIDAS/clipseg-rd64-refined'
-RANDOM_MARKER = 'RANDOM_WEIGHTS.txt'
 SAM_MODEL_TYPES = ('vit_b', 'vit_l', 'vit_h')
-# Only for random test models written by make_random_models; no real checkpoint has this size.
+# Only for random test models (zs_perception.testing.random_models); no real checkpoint has it.
 SAM_TINY_TYPE = 'tiny'
 SAM_CHECKPOINT_URLS = {
     'vit_b': 'https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth',
@@ -109,11 +111,6 @@ def check_random(marker: Path, what: str, allow_random_weights: bool) -> None:
         'Use it only for tests, demos of the plumbing and benchmarks. !!!', what, marker)
 
 
-def _looks_like_path(name: str) -> bool:
-    # Hub ids are 'owner/name'; anything else is meant as a local path.
-    return name.startswith(('/', '.', '~')) or name.count('/') != 1
-
-
 def _hub_offline() -> bool:
     from huggingface_hub import constants
     return bool(constants.HF_HUB_OFFLINE)
@@ -132,14 +129,6 @@ def load_clipseg(model: str, device: torch.device, dtype: torch.dtype,
                          setting='clipseg_model', default_id=DEFAULT_CLIPSEG_MODEL,
                          model_type='clipseg', device=device, dtype=dtype,
                          allow_random_weights=allow_random_weights)
-
-
-def _fetch_hint(model_id: str, setting: str) -> str:
-    return (
-        f'On a machine with internet run `huggingface-cli download {model_id}` (or '
-        f'`hf download {model_id}`) and copy its Hugging Face cache (~/.cache/huggingface/hub/'
-        f'models--{model_id.replace("/", "--")}) here, or run `huggingface-cli download '
-        f'{model_id} --local-dir DIR`, copy DIR here and set {setting} to DIR.')
 
 
 def load_hf_model(model_cls, processor_cls, model: str, *, setting: str, default_id: str,
@@ -235,7 +224,7 @@ def load_sam(checkpoint: str, model_type: str, device: torch.device,
 
     Args:
         checkpoint: path of Meta's ``sam_vit_*.pth`` (or a random checkpoint
-            from ``make_random_models``).
+            from ``zs_perception.testing.random_models``).
         model_type: ``'vit_b'``, ``'vit_l'`` or ``'vit_h'``, matching the file
             (``'tiny'`` only for random test checkpoints).
         device: where the model runs (kept in fp32; the caller may cast the

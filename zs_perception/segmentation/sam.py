@@ -1,32 +1,27 @@
-"""Segment Anything refinement: coarse boxes (and points) to sharp full-resolution masks.
+"""Segment Anything as a component: boxes (and points) to sharp full-resolution masks.
 
 :class:`SamRefiner` computes the SAM image embedding once per frame and sends
 all prompts of the frame through the prompt encoder in one call and through the
 mask decoder in one batched call on a GPU (on a CPU in cache-sized calls, see
 :meth:`SamRefiner.decode`); it reproduces ``segment_anything.SamPredictor``
-exactly (same resize, normalisation, coordinate transforms and upsampling),
-which the parity tests check. :class:`ClipSegSamSegmenter` uses it to sharpen CLIPSeg
-instances.
+(same resize, normalisation, coordinate transforms and upsampling; masks equal up to
+float rounding at the threshold), which the parity tests check. The ``clipseg_sam``,
+``grounded_sam`` and ``zero_guidance`` backends use it.
 """
 
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 import torch
 
-from zs_perception.segmentation.base import Instance
 from zs_perception.segmentation.caching import LastFrameCache
-from zs_perception.segmentation.clipseg import ClipSegRunner, ClipSegSegmenter
-from zs_perception.segmentation.device import StageTimer
-from zs_perception.segmentation.instances import mask_box
 
 # On a CPU the mask decoder is compute-bound, and each prompt in a call works on its own
 # copy of the image embedding (256x64x64 float32 = 4 MiB for the released models). Calls
-# hold at most this many bytes of such copies, so they stay in cache: measured with
-# full-size ViT-B on 2 cores, 10 boxes took 1040 ms one per call and 1413 ms in one call,
-# 32 points 3488 ms and 5691 ms. On a GPU one call takes every prompt.
+# hold at most this many bytes of such copies, so they stay in cache, which is faster there
+# than one call for all prompts (docs/benchmarks.md). On a GPU one call takes every prompt.
 _CPU_DECODER_CALL_BYTES = 4 * 2 ** 20
 
 
@@ -142,46 +137,3 @@ class SamRefiner:
         if len(outputs) == 1:
             return outputs[0]
         return torch.cat([o[0] for o in outputs]), torch.cat([o[1] for o in outputs])
-
-
-class ClipSegSamSegmenter(ClipSegSegmenter):
-    """CLIPSeg finds the objects; SAM draws their masks.
-
-    Each CLIPSeg instance's box (and, with ``sam_point_prompt``, its most
-    probable pixel as a positive point) prompts SAM. The instance keeps its
-    CLIPSeg label and score (SAM only sharpens the mask); its mask and box
-    become SAM's. Instances whose SAM mask is smaller than ``min_area_px`` are
-    dropped.
-
-    Args:
-        runner: CLIPSeg, split into stages.
-        refiner: SAM.
-        sam_point_prompt: also give SAM the component's peak as a point.
-        **thresholds: ``threshold``, ``min_area_px``, ``max_objects`` as for
-            :class:`ClipSegSegmenter`.
-
-    """
-
-    def __init__(self, runner: ClipSegRunner, refiner: SamRefiner,
-                 sam_point_prompt: bool = True, **thresholds):
-        super().__init__(runner, **thresholds)
-        self.refiner = refiner
-        self.sam_point_prompt = sam_point_prompt
-
-    def _refine(self, image: np.ndarray, instances: List[Instance], peaks: np.ndarray,
-                timer: StageTimer) -> List[Instance]:
-        if not instances:
-            return instances
-        with timer.stage('sam_encode'):
-            self.refiner.embed(image)
-        with timer.stage('sam_decode'):
-            boxes = np.stack([inst.box for inst in instances])
-            masks, _ = self.refiner.predict(image, boxes,
-                                            peaks if self.sam_point_prompt else None)
-            masks = masks.cpu().numpy()
-        refined = []
-        for inst, mask in zip(instances, masks):
-            if mask.sum() >= max(self.min_area_px, 1):
-                refined.append(Instance(label=inst.label, prompt_index=inst.prompt_index,
-                                        score=inst.score, box=mask_box(mask), mask=mask))
-        return refined

@@ -27,7 +27,6 @@ with one of them are kept (``prompt_index`` is the goal phrase's index);
 without one every segment is returned with ``prompt_index`` -1.
 """
 
-import logging
 from typing import List, Sequence, Tuple
 
 import cv2
@@ -35,17 +34,14 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
-from zs_perception.segmentation.base import check_rgb_image, Instance, Prompt, PromptLike
-from zs_perception.segmentation.base import PromptReport, SegmentationResult, Segmenter
-from zs_perception.segmentation.base import validate_thresholds
+from zs_perception.segmentation.base import Instance, Prompt
 from zs_perception.segmentation.clip_dense import ClipRunner, DEFAULT_CLIP_MODEL, load_clip
-from zs_perception.segmentation.device import out_of_memory_as_error, resolve_device
-from zs_perception.segmentation.device import resolve_dtype, StageTimer
+from zs_perception.segmentation.device import StageTimer
 from zs_perception.segmentation.instances import mask_box
 from zs_perception.segmentation.loading import load_sam
-from zs_perception.segmentation.prompting import normalize_prompts, normalize_text_prompts
-from zs_perception.segmentation.prompting import prompt_key
+from zs_perception.segmentation.prompting import normalize_prompts, prompt_key
 from zs_perception.segmentation.sam import SamRefiner
+from zs_perception.segmentation.torch_backend import TorchSegmenter
 
 DEFAULT_VOCABULARY = (
     'mug', 'cup', 'bottle', 'bowl', 'plate', 'box', 'can', 'bag', 'book', 'laptop', 'keyboard',
@@ -60,10 +56,8 @@ _STABILITY_OFFSET = 1.0
 _MERGE_DISTANCE_PX = 3
 _CONTEXT_SCALE = 1.5
 
-logger = logging.getLogger(__name__)
 
-
-class ZeroGuidanceSegmenter(Segmenter):
+class ZeroGuidanceSegmenter(TorchSegmenter):
     """Everything SAM finds, labelled by CLIP from a vocabulary; a goal filters the labels.
 
     Args:
@@ -85,6 +79,7 @@ class ZeroGuidanceSegmenter(Segmenter):
 
     """
 
+    name = 'zero_guidance'
     needs_prompts = False  # segments and labels everything; a goal only filters
     THRESHOLDS = ('threshold', 'min_area_px', 'max_objects', 'mask_quality_iou',
                   'stability_iou', 'nms_iou', 'context_weight')
@@ -100,77 +95,47 @@ class ZeroGuidanceSegmenter(Segmenter):
         if isinstance(vocabulary, str):
             raise ValueError(f'vocabulary must be a list of phrases, got the string '
                              f'{vocabulary!r}; write [{vocabulary!r}] for one phrase.')
+        super().__init__(refiner.device, threshold=threshold, min_area_px=min_area_px,
+                         max_objects=max_objects, mask_quality_iou=mask_quality_iou,
+                         stability_iou=stability_iou, nms_iou=nms_iou,
+                         context_weight=context_weight)
         self.refiner = refiner
         self.clip = clip
         self.points_per_side = int(points_per_side)
         self.points_per_batch = int(points_per_batch)
-        values = {'threshold': threshold, 'min_area_px': min_area_px,
-                  'max_objects': max_objects, 'mask_quality_iou': mask_quality_iou,
-                  'stability_iou': stability_iou, 'nms_iou': nms_iou,
-                  'context_weight': context_weight}
-        validate_thresholds(type(self).__name__, self.THRESHOLDS, values)
-        for name, value in values.items():
-            setattr(self, name, value)
         vocab, _ = normalize_prompts([str(v) for v in vocabulary])
         if not vocab:
             raise ValueError(f'vocabulary is empty (got {list(vocabulary)!r}); give at least one '
                              'label phrase or leave the default.')
         self._vocabulary = vocab
-        self._active: List[Prompt] = []
         self._labels: List[Prompt] = []
         self._texts = None
         self.set_prompts([])
 
     @classmethod
-    def from_settings(cls, *, sam_checkpoint: str = '', sam_model_type: str = 'vit_b',
-                      clip_model: str = DEFAULT_CLIP_MODEL,
-                      vocabulary: Sequence[str] = DEFAULT_VOCABULARY, device: str = 'auto',
-                      precision: str = 'auto', threshold: float = 0.2, min_area_px: int = 100,
-                      max_objects: int = 20,
-                      allow_random_weights: bool = False) -> 'ZeroGuidanceSegmenter':
-        """Load SAM and CLIP named by the settings (an empty vocabulary means the default).
-
-        Raises:
-            ValueError: unknown device, precision or SAM type, or a bad threshold.
-            ModelLoadError: weights missing, wrong or random (not allowed).
-
-        """
-        torch_device = resolve_device(device)
-        dtype = resolve_dtype(precision, torch_device)
-        sam = load_sam(sam_checkpoint, sam_model_type, torch_device, allow_random_weights)
-        clip = load_clip(clip_model, torch_device, dtype, allow_random_weights)
-        logger.info('Segmentation backend zero_guidance on %s in %s (SAM %s %s, CLIP %s).',
-                    torch_device, dtype, sam_model_type, sam_checkpoint, clip_model)
-        return cls(SamRefiner(sam, torch_device, dtype), clip,
-                   vocabulary=list(vocabulary) or DEFAULT_VOCABULARY, threshold=threshold,
-                   min_area_px=min_area_px, max_objects=max_objects)
-
-    @property
-    def device(self) -> torch.device:
-        """The device the models run on."""
-        return self.refiner.device
-
-    @property
-    def prompts(self) -> List[str]:
-        """Labels of the active goal prompts, in order (empty: no goal, every segment kept)."""
-        return [p.label for p in self._active]
+    def _load(cls, device, dtype, allow_random_weights, *, sam_checkpoint: str = '',
+              sam_model_type: str = 'vit_b', clip_model: str = '',
+              vocabulary: Sequence[str] = DEFAULT_VOCABULARY,
+              **thresholds) -> Tuple['ZeroGuidanceSegmenter', str]:
+        """Load SAM and CLIP (``clip_model`` empty: the default); empty vocabulary: the default."""
+        sam = load_sam(sam_checkpoint, sam_model_type, device, allow_random_weights)
+        clip = load_clip(clip_model, device, dtype, allow_random_weights)
+        segmenter = cls(SamRefiner(sam, device, dtype), clip,
+                        vocabulary=list(vocabulary) or DEFAULT_VOCABULARY, **thresholds)
+        return segmenter, (f'SAM {sam_model_type} {sam_checkpoint}, '
+                           f'CLIP {clip_model or DEFAULT_CLIP_MODEL}')
 
     @property
     def vocabulary(self) -> List[str]:
         """The label phrases segments are named with (goal phrases come first when set)."""
         return [p.label for p in self._labels]
 
-    def set_prompts(self, prompts: Sequence[PromptLike]) -> PromptReport:
-        """Set the goal phrases (empty: no goal); they join the vocabulary, encoded once."""
-        active, dropped = normalize_text_prompts(prompts, 'zero_guidance')
+    def _encode_prompts(self, active: List[Prompt]) -> None:
+        """Make the goal phrases (empty: no goal) the first labels, then the vocabulary."""
         keys = {prompt_key(p) for p in active}
         labels = active + [p for p in self._vocabulary if prompt_key(p) not in keys]
-        with out_of_memory_as_error(self.device, f'encoding {len(labels)} label phrases'), \
-                torch.inference_mode():
-            self._texts = self.clip.encode_texts([TEMPLATE.format(p.text) for p in labels])
-        self._active = active
+        self._texts = self.clip.encode_texts([TEMPLATE.format(p.text) for p in labels])
         self._labels = labels
-        return PromptReport(active=self.prompts, dropped=dropped)
 
     def point_grid(self, height: int, width: int) -> np.ndarray:
         """``(P, 2)`` ``float64`` pixel ``(x, y)`` of the point prompts: cell centres of a grid."""
@@ -179,24 +144,18 @@ class ZeroGuidanceSegmenter(Segmenter):
         xs, ys = np.meshgrid(offsets * width, offsets * height)
         return np.stack([xs.ravel(), ys.ravel()], axis=1)
 
-    def segment(self, image: np.ndarray) -> SegmentationResult:
-        """Segment everything in one ``(H, W, 3)`` ``uint8`` RGB image and label it."""
-        image = check_rgb_image(image)
-        height, width = image.shape[:2]
-        timer = StageTimer(self.device)
-        with out_of_memory_as_error(self.device, f'segmenting everything in a {width}x{height} '
-                                    'image'), torch.inference_mode():
-            with timer.stage('sam_encode'):
-                self.refiner.embed(image)
-            with timer.stage('sam_decode'):
-                masks, quality = self.masks(image)
-            if masks.shape[0] == 0:
-                return SegmentationResult(instances=[], timings=timer.timings)
-            with timer.stage('clip'):
-                labels, scores = self.label(image, masks)
+    def _segment(self, image: np.ndarray, timer: StageTimer) -> Tuple[List[Instance], None]:
+        with timer.stage('sam_encode'):
+            self.refiner.embed(image)
+        with timer.stage('sam_decode'):
+            masks, _ = self.masks(image)
+        if masks.shape[0] == 0:
+            return [], None
+        with timer.stage('clip'):
+            labels, scores = self.label(image, masks)
         with timer.stage('postprocess'):
             instances = self._instances(masks, labels, scores)
-        return SegmentationResult(instances=instances, timings=timer.timings)
+        return instances, None
 
     @torch.inference_mode()
     def masks(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:

@@ -1,43 +1,76 @@
-"""Write random-weight CLIPSeg and SAM models that the segmentation loader accepts.
+"""Write random-weight models of every backend that the segmentation loaders accept.
 
-For tests, demos of the plumbing and benchmarks on machines without the real
-weights. The output finds nothing real and is marked as random, so loading it
-needs ``allow_random_weights=True`` and logs a loud warning.
+For tests, demos of the plumbing and benchmarks on machines without the real weights. Every
+model is a real ``transformers`` model with its processor (``save_pretrained``), or a SAM
+state dict in Meta's file layout; each finds nothing real and carries a
+:data:`~zs_perception.segmentation.loading.RANDOM_MARKER` file, so loading it needs
+``allow_random_weights=True`` and logs a loud warning.
 
 Usage::
 
     python -m zs_perception.testing.random_models OUT_DIR [--size tiny|full]
+        [--only clipseg,sam,owlv2,grounding_dino,clip]
         [--sam-type tiny|vit_b|vit_l|vit_h|none] [--seed 0]
 
-writes::
+writes (all by default, or those named by ``--only``)::
 
-    OUT_DIR/clipseg/                      CLIPSegForImageSegmentation + CLIPSegProcessor
-    OUT_DIR/clipseg/RANDOM_WEIGHTS.txt    marker
-    OUT_DIR/sam_<type>.pth                SAM state dict (Meta's file layout)
-    OUT_DIR/sam_<type>.pth.RANDOM_WEIGHTS.txt
+    OUT_DIR/clipseg/                 CLIPSegForImageSegmentation + CLIPSegProcessor
+    OUT_DIR/sam_<type>.pth           SAM state dict (+ sam_<type>.pth.RANDOM_WEIGHTS.txt)
+    OUT_DIR/owlv2/                   Owlv2ForObjectDetection + Owlv2Processor
+    OUT_DIR/grounding_dino/          GroundingDinoForObjectDetection + its processor
+    OUT_DIR/clip/                    CLIPModel + CLIPProcessor
 
-``tiny`` builds in about a second (small widths, 352 px input as the real
-processor); ``full`` has the real architectures (CLIPSeg rd64-refined,
-152 M parameters; SAM ViT-B by default, 94 M) for benchmarks. The CLIPSeg
-processor holds a real ``CLIPTokenizer`` (byte-level BPE) over a small
-generated vocabulary of common object words.
+and prints the written paths as JSON. ``tiny`` builds in seconds (small widths; CLIPSeg at
+352 px as the real processor, SAM at 256 px, OWLv2 at 128 px, Grounding DINO at 128..192 px,
+CLIP at 64 px). Its weights are drawn with a small standard deviation per model (biases 0)
+so that outputs are not saturated: CLIPSeg probabilities lie mostly strictly inside
+(0.05, 0.95), OWLv2 boxes vary in size and place, and SAM's three candidate masks differ,
+with its predicted IoU choosing different candidates for different prompts (the tests in
+``test/test_random_models.py`` check this). ``full`` has the real architectures
+(CLIPSeg rd64-refined, SAM ViT-B by default, ``google/owlv2-base-patch16-ensemble``,
+``IDEA-Research/grounding-dino-tiny``, ``openai/clip-vit-base-patch32``) with the libraries'
+own initialisation, for benchmarks. The tokenizers are real (CLIP byte-level BPE, BERT
+WordPiece) over small generated vocabularies of common object words.
 """
 
 import argparse
 import json
 from pathlib import Path
 import sys
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 from tokenizers import pre_tokenizers
 import torch
-from transformers import CLIPSegConfig, CLIPSegForImageSegmentation, CLIPSegProcessor
-from transformers import CLIPTokenizer, ViTImageProcessor
+from transformers import BertTokenizerFast, CLIPConfig, CLIPImageProcessor, CLIPModel
+from transformers import CLIPProcessor, CLIPSegConfig, CLIPSegForImageSegmentation
+from transformers import CLIPSegProcessor, CLIPTokenizer, GroundingDinoConfig
+from transformers import GroundingDinoForObjectDetection, GroundingDinoImageProcessor
+from transformers import GroundingDinoProcessor, Owlv2Config, Owlv2ForObjectDetection
+from transformers import Owlv2ImageProcessor, Owlv2Processor, ViTImageProcessor
 
 from zs_perception.segmentation.loading import build_sam, RANDOM_MARKER, SAM_MODEL_TYPES
 from zs_perception.segmentation.loading import sam_random_marker, SAM_TINY_TYPE
 
 SIZES = ('tiny', 'full')
+#: What :func:`write_models` can write, in the order it writes them.
+MODELS = ('clipseg', 'sam', 'owlv2', 'grounding_dino', 'clip')
+OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+OPENAI_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+# OWL-ViT / OWLv2 pad every query to 16 tokens.
+OWL_MAX_TOKENS = 16
+# Standard deviation of the tiny models' weights (biases are 0). The libraries' own
+# initialisation saturates these small networks (CLIPSeg logits in the hundreds, OWLv2 box
+# sides of 0 or the whole image, SAM's IoU head always choosing candidate 0); these values
+# keep outputs in the range where thresholds and candidate choices matter.
+_TINY_STD = {
+    'clipseg': 0.25,
+    'sam': 0.3,
+    'sam_prompt_encoder': 1.0,   # prompts then move the masks and the IoU choice
+    'sam_iou_head': 0.05,
+    'owlv2': 0.05,
+    'owlv2_box_head': 0.2,       # boxes vary around the patch grid instead of sitting on it
+}
+
 BOS, EOS = '<|startoftext|>', '<|endoftext|>'
 _WORDS = (
     'a an the of on in with and photo picture object thing left right top bottom small large '
@@ -75,26 +108,66 @@ def make_clip_tokenizer() -> CLIPTokenizer:
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
 
 
+def make_bert_tokenizer() -> BertTokenizerFast:
+    """Build a real (fast) BERT WordPiece tokenizer over a small generated vocabulary.
+
+    The vocabulary holds BERT's special tokens, the printable ASCII
+    characters (alone and as ``##`` continuations) and the object words the
+    CLIP test tokenizer (:func:`make_clip_tokenizer`) knows whole, so those words
+    are one token and anything else is spelt out.
+    """
+    clip_vocab = make_clip_tokenizer().get_vocab()
+    words = sorted(t[:-4] for t in clip_vocab if t.endswith('</w>') and len(t) > 5)
+    chars = [chr(c) for c in range(33, 127)]
+    tokens = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'] + chars + ['##' + c for c in chars]
+    tokens += [w for w in words if w not in tokens]
+    return BertTokenizerFast(vocab={tok: i for i, tok in enumerate(tokens)}, do_lower_case=True)
+
+
+def _special_ids(tokenizer) -> Dict[str, int]:
+    """Return the tokenizer's start, end and padding token ids for a text configuration."""
+    return {'bos_token_id': tokenizer.bos_token_id, 'eos_token_id': tokenizer.eos_token_id,
+            'pad_token_id': tokenizer.pad_token_id}
+
+
+def _tiny_towers(tokenizer, max_tokens: int, image_size: int, patch_size: int,
+                 vision_layers: int = 2) -> Dict[str, dict]:
+    """``text_config`` and ``vision_config`` of a tiny CLIP-style model (32 wide, 2 heads)."""
+    width = {'hidden_size': 32, 'intermediate_size': 64, 'num_attention_heads': 2}
+    return {'text_config': {'vocab_size': len(tokenizer), 'num_hidden_layers': 2,
+                            'max_position_embeddings': max_tokens, **width,
+                            **_special_ids(tokenizer)},
+            'vision_config': {'num_hidden_layers': vision_layers, 'image_size': image_size,
+                              'patch_size': patch_size, **width}}
+
+
 def clipseg_config(size: str, tokenizer: CLIPTokenizer) -> CLIPSegConfig:
     """Return the CLIPSeg configuration of a size, with a text encoder that fits ``tokenizer``."""
-    ids = {'bos_token_id': tokenizer.bos_token_id, 'eos_token_id': tokenizer.eos_token_id,
-           'pad_token_id': tokenizer.pad_token_id}
     if size == 'tiny':
         return CLIPSegConfig(
-            text_config={'vocab_size': len(tokenizer), 'hidden_size': 32,
-                         'intermediate_size': 64, 'num_hidden_layers': 2,
-                         'num_attention_heads': 2, 'max_position_embeddings': 77, **ids},
-            vision_config={'hidden_size': 32, 'intermediate_size': 64, 'num_hidden_layers': 4,
-                           'num_attention_heads': 2, 'image_size': 224, 'patch_size': 16},
+            **_tiny_towers(tokenizer, 77, image_size=224, patch_size=16, vision_layers=4),
             projection_dim=16, extract_layers=(0, 1, 2), reduce_dim=16,
             decoder_num_attention_heads=2, decoder_intermediate_size=32,
             use_complex_transposed_convolution=True)
     # CIDAS/clipseg-rd64-refined: CLIP ViT-B/16 + 512-d text encoder, rd64 decoder.
     return CLIPSegConfig(
-        text_config={'vocab_size': 49408, **ids},
+        text_config={'vocab_size': 49408, **_special_ids(tokenizer)},
         vision_config={'patch_size': 16},
         projection_dim=512, extract_layers=(3, 6, 9), reduce_dim=64,
         use_complex_transposed_convolution=True)
+
+
+def _small_init(module: torch.nn.Module, std: float) -> None:
+    """Redraw every linear, convolution and embedding weight of ``module`` from N(0, std).
+
+    Biases become 0; normalisation layers keep their identity initialisation.
+    """
+    for layer in module.modules():
+        if isinstance(layer, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d,
+                              torch.nn.Embedding)):
+            torch.nn.init.normal_(layer.weight, 0.0, std)
+            if getattr(layer, 'bias', None) is not None:
+                torch.nn.init.zeros_(layer.bias)
 
 
 def _marker_text(what: str, size: str, seed: int) -> str:
@@ -103,47 +176,194 @@ def _marker_text(what: str, size: str, seed: int) -> str:
             'it finds nothing real.\n')
 
 
-def write_random_models(out_dir: Path, size: str = 'tiny', sam_type: Optional[str] = None,
-                        seed: int = 0) -> Dict[str, str]:
-    """Write a random CLIPSeg directory and a random SAM checkpoint under ``out_dir``.
+def _save_pretrained(out_dir: Path, model, processor, what: str, size: str, seed: int) -> Path:
+    """Save ``model`` and ``processor`` into ``out_dir`` and mark the directory as random."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    (out_dir / RANDOM_MARKER).write_text(_marker_text(what, size, seed))
+    return out_dir
+
+
+def write_clipseg(out_dir: Path, size: str = 'tiny', seed: int = 0) -> Path:
+    """Write a random ``CLIPSegForImageSegmentation`` and its processor into ``out_dir``."""
+    torch.manual_seed(seed)
+    tokenizer = make_clip_tokenizer()
+    model = CLIPSegForImageSegmentation(clipseg_config(size, tokenizer)).eval()
+    if size == 'tiny':
+        _small_init(model, _TINY_STD['clipseg'])
+    image_processor = ViTImageProcessor(
+        do_resize=True, size={'height': 352, 'width': 352}, resample=2, do_rescale=True,
+        rescale_factor=1 / 255, do_normalize=True, image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225])
+    processor = CLIPSegProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    return _save_pretrained(out_dir, model, processor, 'this CLIPSeg model', size, seed)
+
+
+def write_sam(out_dir: Path, sam_type: str, size: str = 'tiny', seed: int = 0) -> Path:
+    """Write a random SAM state dict ``out_dir / sam_<sam_type>.pth`` and its marker file."""
+    torch.manual_seed(seed)
+    sam = build_sam(sam_type)
+    if size == 'tiny':
+        _small_init(sam, _TINY_STD['sam'])
+        _small_init(sam.prompt_encoder, _TINY_STD['sam_prompt_encoder'])
+        _small_init(sam.mask_decoder.iou_prediction_head, _TINY_STD['sam_iou_head'])
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = out_dir / f'sam_{sam_type}.pth'
+    torch.save(sam.state_dict(), checkpoint)
+    sam_random_marker(checkpoint).write_text(
+        _marker_text(f'SAM checkpoint {checkpoint.name}', size, seed))
+    return checkpoint
+
+
+def write_owlv2(out_dir: Path, size: str = 'tiny', seed: int = 0) -> Path:
+    """Write a random ``Owlv2ForObjectDetection`` and its ``Owlv2Processor`` into ``out_dir``."""
+    torch.manual_seed(seed)
+    tokenizer = make_clip_tokenizer()
+    tokenizer.model_max_length = OWL_MAX_TOKENS
+    if size == 'tiny':
+        image_size = 128
+        config = Owlv2Config(
+            **_tiny_towers(tokenizer, OWL_MAX_TOKENS, image_size=image_size, patch_size=16),
+            # The class head maps image features to the text width: projection = text width.
+            projection_dim=32)
+    else:
+        # google/owlv2-base-patch16-ensemble: CLIP B/16 at 960 px, 512-d text encoder.
+        image_size = 960
+        config = Owlv2Config(
+            text_config={'vocab_size': 49408, 'max_position_embeddings': OWL_MAX_TOKENS,
+                         **_special_ids(tokenizer)},
+            vision_config={'image_size': image_size, 'patch_size': 16}, projection_dim=512)
+    model = Owlv2ForObjectDetection(config).eval()
+    if size == 'tiny':
+        _small_init(model, _TINY_STD['owlv2'])
+        _small_init(model.box_head, _TINY_STD['owlv2_box_head'])
+    processor = Owlv2Processor(
+        image_processor=Owlv2ImageProcessor(size={'height': image_size, 'width': image_size}),
+        tokenizer=tokenizer)
+    return _save_pretrained(out_dir, model, processor, 'this OWLv2 detector', size, seed)
+
+
+def write_grounding_dino(out_dir: Path, size: str = 'tiny', seed: int = 0) -> Path:
+    """Write a random ``GroundingDinoForObjectDetection`` and its processor into ``out_dir``."""
+    torch.manual_seed(seed)
+    tokenizer = make_bert_tokenizer()
+    if size == 'tiny':
+        config = GroundingDinoConfig(
+            backbone_config={'model_type': 'swin', 'embed_dim': 16, 'depths': [1, 1, 1, 1],
+                             'num_heads': [1, 1, 2, 2], 'window_size': 4,
+                             'out_features': ['stage2', 'stage3', 'stage4']},
+            text_config={'model_type': 'bert', 'vocab_size': len(tokenizer), 'hidden_size': 32,
+                         'num_hidden_layers': 1, 'num_attention_heads': 2,
+                         'intermediate_size': 64},
+            d_model=32, encoder_layers=1, decoder_layers=2, encoder_ffn_dim=64,
+            decoder_ffn_dim=64, encoder_attention_heads=2, decoder_attention_heads=2,
+            num_queries=30, encoder_n_points=2, decoder_n_points=2, num_feature_levels=4,
+            text_enhancer_dim_feedforward=64, fusion_dropout=0.0, fusion_droppath=0.0)
+        image_size = {'shortest_edge': 128, 'longest_edge': 192}
+    else:
+        # IDEA-Research/grounding-dino-tiny: the config defaults (Swin-T, BERT-base, 900 queries).
+        config = GroundingDinoConfig()
+        image_size = {'shortest_edge': 800, 'longest_edge': 1333}
+    model = GroundingDinoForObjectDetection(config).eval()
+    processor = GroundingDinoProcessor(
+        image_processor=GroundingDinoImageProcessor(size=image_size), tokenizer=tokenizer)
+    return _save_pretrained(out_dir, model, processor, 'this Grounding DINO detector', size, seed)
+
+
+def write_clip(out_dir: Path, size: str = 'tiny', seed: int = 0) -> Path:
+    """Write a random ``CLIPModel`` and its ``CLIPProcessor`` into ``out_dir``."""
+    torch.manual_seed(seed)
+    tokenizer = make_clip_tokenizer()
+    if size == 'tiny':
+        image_size = 64
+        config = CLIPConfig(**_tiny_towers(tokenizer, 77, image_size=image_size, patch_size=8),
+                            projection_dim=16)
+    else:
+        # openai/clip-vit-base-patch32.
+        image_size = 224
+        config = CLIPConfig(text_config={'vocab_size': 49408, **_special_ids(tokenizer)},
+                            vision_config={'image_size': image_size, 'patch_size': 32},
+                            projection_dim=512)
+    model = CLIPModel(config).eval()
+    processor = CLIPProcessor(
+        image_processor=CLIPImageProcessor(
+            size={'shortest_edge': image_size},
+            crop_size={'height': image_size, 'width': image_size},
+            image_mean=OPENAI_CLIP_MEAN, image_std=OPENAI_CLIP_STD),
+        tokenizer=tokenizer)
+    return _save_pretrained(out_dir, model, processor, 'this CLIP model', size, seed)
+
+
+def write_models(out_dir: Path, size: str = 'tiny', only: Sequence[str] = MODELS,
+                 sam_type: Optional[str] = None, seed: int = 0) -> Dict[str, str]:
+    """Write the random models named by ``only`` under ``out_dir``.
 
     Args:
         out_dir: created if missing.
         size: ``'tiny'`` or ``'full'``.
-        sam_type: SAM architecture; default ``'tiny'`` for the tiny size and
-            ``'vit_b'`` for full; ``'none'`` writes no SAM checkpoint.
+        only: names from :data:`MODELS`.
+        sam_type: SAM architecture; default ``'tiny'`` for the tiny size and ``'vit_b'`` for
+            full.
         seed: torch seed; the same seed writes the same weights.
+
+    Returns:
+        For each model written, its path: ``'clipseg'``, ``'owlv2'``, ``'grounding_dino'``,
+        ``'clip'`` (directories), and for SAM ``'sam_checkpoint'`` (file) with
+        ``'sam_model_type'``.
+
+    Raises:
+        ValueError: unknown size or model name.
+
+    """
+    if size not in SIZES:
+        raise ValueError(f'Unknown size {size!r}; expected one of {SIZES}.')
+    unknown = [name for name in only if name not in MODELS]
+    if unknown:
+        raise ValueError(f'Unknown random model(s) {unknown}; expected names from {MODELS}.')
+    out_dir = Path(out_dir)
+    writers = {'clipseg': write_clipseg, 'owlv2': write_owlv2,
+               'grounding_dino': write_grounding_dino, 'clip': write_clip}
+    written = {}
+    for name in MODELS:
+        if name not in only:
+            continue
+        if name == 'sam':
+            sam_type = sam_type or (SAM_TINY_TYPE if size == 'tiny' else 'vit_b')
+            written['sam_checkpoint'] = str(write_sam(out_dir, sam_type, size, seed))
+            written['sam_model_type'] = sam_type
+        else:
+            written[name] = str(writers[name](out_dir / name, size, seed))
+    return written
+
+
+def write_random_models(out_dir: Path, size: str = 'tiny', sam_type: Optional[str] = None,
+                        seed: int = 0) -> Dict[str, str]:
+    """Write a random CLIPSeg directory and a random SAM checkpoint under ``out_dir``.
+
+    ``sam_type='none'`` writes no SAM checkpoint.
 
     Returns:
         ``{'clipseg': dir, 'sam_checkpoint': path or '', 'sam_model_type': type or ''}``.
 
     """
-    if size not in SIZES:
-        raise ValueError(f'Unknown size {size!r}; expected one of {SIZES}.')
-    sam_type = sam_type or (SAM_TINY_TYPE if size == 'tiny' else 'vit_b')
-    out_dir = Path(out_dir)
-    clip_dir = out_dir / 'clipseg'
-    clip_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    tokenizer = make_clip_tokenizer()
-    model = CLIPSegForImageSegmentation(clipseg_config(size, tokenizer)).eval()
-    image_processor = ViTImageProcessor(
-        do_resize=True, size={'height': 352, 'width': 352}, resample=2, do_rescale=True,
-        rescale_factor=1 / 255, do_normalize=True, image_mean=[0.485, 0.456, 0.406],
-        image_std=[0.229, 0.224, 0.225])
-    model.save_pretrained(clip_dir)
-    processor = CLIPSegProcessor(image_processor=image_processor, tokenizer=tokenizer)
-    processor.save_pretrained(clip_dir)
-    (clip_dir / RANDOM_MARKER).write_text(_marker_text('this CLIPSeg model', size, seed))
-    result = {'clipseg': str(clip_dir), 'sam_checkpoint': '', 'sam_model_type': ''}
-    if sam_type != 'none':
-        sam = build_sam(sam_type)
-        checkpoint = out_dir / f'sam_{sam_type}.pth'
-        torch.save(sam.state_dict(), checkpoint)
-        sam_random_marker(checkpoint).write_text(
-            _marker_text(f'SAM checkpoint {checkpoint.name}', size, seed))
-        result.update(sam_checkpoint=str(checkpoint), sam_model_type=sam_type)
+    result = {'sam_checkpoint': '', 'sam_model_type': ''}
+    only = ('clipseg',) if sam_type == 'none' else ('clipseg', 'sam')
+    result.update(write_models(out_dir, size, only, None if sam_type == 'none' else sam_type,
+                               seed))
     return result
+
+
+def write_backend_models(out_dir: Path, size: str = 'tiny', seed: int = 0) -> Dict[str, str]:
+    """Write random OWLv2, Grounding DINO and CLIP directories under ``out_dir``.
+
+    Returns:
+        ``{'owlv2': dir, 'grounding_dino': dir, 'clip': dir}``.
+
+    """
+    return write_models(out_dir, size, ('owlv2', 'grounding_dino', 'clip'), seed=seed)
 
 
 def main(argv=None) -> int:
@@ -152,12 +372,20 @@ def main(argv=None) -> int:
     parser.add_argument('out_dir', type=Path, help='directory to write into (created)')
     parser.add_argument('--size', choices=SIZES, default='tiny',
                         help='tiny test models or full-size architectures (default tiny)')
+    parser.add_argument('--only', default=','.join(MODELS),
+                        help=f'comma-separated models to write (default all: {",".join(MODELS)})')
     parser.add_argument('--sam-type', choices=(SAM_TINY_TYPE,) + SAM_MODEL_TYPES + ('none',),
-                        default=None,
-                        help='SAM architecture (default tiny for --size tiny, vit_b for full)')
+                        default=None, help='SAM architecture (default tiny for --size tiny, '
+                        'vit_b for full; none: no SAM, as leaving sam out of --only)')
     parser.add_argument('--seed', type=int, default=0, help='torch seed (default 0)')
     args = parser.parse_args(argv)
-    print(json.dumps(write_random_models(args.out_dir, args.size, args.sam_type, args.seed),
+    only = [name.strip() for name in args.only.split(',') if name.strip()]
+    unknown = [name for name in only if name not in MODELS]
+    if unknown or not only:
+        parser.error(f'--only {args.only!r}: expected comma-separated names from {MODELS}')
+    if args.sam_type == 'none':
+        only, args.sam_type = [name for name in only if name != 'sam'], None
+    print(json.dumps(write_models(args.out_dir, args.size, only, args.sam_type, args.seed),
                      indent=2))
     return 0
 

@@ -1,0 +1,156 @@
+"""Box fit: the axes of the box whose faces the points lie on, and how well they lie on it.
+
+Numba kernels with explicit signatures (compiled at import, cached beside this file).
+"""
+
+from numba import njit
+import numpy as np
+
+from zs_perception.geometry._linalg import project, trimmed_range
+
+# Points the box axes are turned on, and the tolerance (degrees) of the second visit.
+AXIS_FIT_POINTS = 200
+_REFINE_DEG = 5.0
+
+
+@njit('f8(f8[:], f8[:], f8, i8[:])', cache=True, nogil=True)
+def hug_score(u, v, angle, hull):
+    """Sum of the points' distances to the nearest side of a rectangle turned by ``angle``.
+
+    The rectangle is the bounding rectangle of the points ``(u, v)`` with sides at ``angle``
+    radians and ``angle + pi / 2``; it is found from the convex ``hull`` vertices (indices
+    into ``u`` and ``v``), where every extreme of a projection lies.
+    """
+    c, s = np.cos(angle), np.sin(angle)
+    lo_a, hi_a, lo_b, hi_b = np.inf, -np.inf, np.inf, -np.inf
+    for k in hull:
+        a, b = c * u[k] + s * v[k], -s * u[k] + c * v[k]
+        lo_a, hi_a, lo_b, hi_b = min(lo_a, a), max(hi_a, a), min(lo_b, b), max(hi_b, b)
+    mid_a, half_a = 0.5 * (hi_a + lo_a), 0.5 * (hi_a - lo_a)
+    mid_b, half_b = 0.5 * (hi_b + lo_b), 0.5 * (hi_b - lo_b)
+    total = 0.0
+    for k in range(u.size):
+        a, b = c * u[k] + s * v[k], -s * u[k] + c * v[k]
+        total += min(half_a - abs(a - mid_a), half_b - abs(b - mid_b))
+    return total
+
+
+@njit('i8[:](f8[:], f8[:])', cache=True, nogil=True)
+def convex_hull(u, v):
+    """Return the indices of the convex hull vertices of ``(u, v)``, counter-clockwise.
+
+    Andrew's monotone chain on the points sorted by ``u``; fewer than 3 points are all kept.
+    """
+    if u.size < 3:
+        return np.arange(u.size)
+    order = np.argsort(u)
+    hull = np.empty(2 * u.size + 1, np.int64)
+    size = 0
+    for half in range(2):  # lower hull left to right, then upper hull right to left
+        start = size
+        for m in range(u.size):
+            k = order[m] if half == 0 else order[u.size - 1 - m]
+            while size >= start + 2:
+                o, a = hull[size - 2], hull[size - 1]
+                turn = (u[a] - u[o]) * (v[k] - v[o]) - (v[a] - v[o]) * (u[k] - u[o])
+                if turn > 0:
+                    break
+                size -= 1
+            hull[size] = k
+            size += 1
+        size -= 1  # the last point starts the other half
+    return hull[:size].copy()
+
+
+@njit('f8[:, :](f8[:, :], f8[:, :])', cache=True, nogil=True)
+def fit_box_axes(points, axes):
+    """Turn principal axes into the axes of the box whose faces the points lie on.
+
+    The principal axes of a box's *visible* surface are tilted by the faces the camera does
+    not see. Each step projects the points on the plane of two axes and tries every
+    orientation of a rectangle with one side along an edge of the projection's convex hull
+    (and the current orientation): it keeps the one whose sides the points hug best (least
+    mean distance from each point to the nearest side; a minimum-area rectangle would be
+    ambiguous for the L-shaped section of a box seen on two faces). The three planes are
+    visited twice; the second visit only tries hull edges within ``_REFINE_DEG`` of the
+    first visit's answer.
+
+    Args:
+        points: ``(n, 3)`` centred points (the caller strides them to ``AXIS_FIT_POINTS``).
+        axes: ``(3, 3)`` columns = the starting axes.
+
+    Returns:
+        ``(3, 3)`` the turned axes (a new array).
+
+    """
+    axes = axes.copy()
+    n = points.shape[0]
+    u, v = np.empty(n), np.empty(n)
+    refine = np.radians(_REFINE_DEG)
+    for step in range(6):
+        i, j = (0, 1, 0)[step % 3], (1, 2, 2)[step % 3]
+        for k in range(n):
+            x, y, z = points[k, 0], points[k, 1], points[k, 2]
+            u[k] = x * axes[0, i] + y * axes[1, i] + z * axes[2, i]
+            v[k] = x * axes[0, j] + y * axes[1, j] + z * axes[2, j]
+        hull = convex_hull(u, v)
+        best, best_score = 0.0, hug_score(u, v, 0.0, hull)
+        angles = np.empty(hull.size)  # the hull's edge directions
+        for m in range(hull.size):
+            a, b = hull[m], hull[(m + 1) % hull.size]
+            angles[m] = np.arctan2(v[b] - v[a], u[b] - u[a])
+        angles = np.sort((angles + np.pi / 4) % (np.pi / 2) - np.pi / 4)
+        tried = -np.inf
+        for angle in angles:  # sides 90 deg apart; every edge direction (the answer does
+            # not depend on the signs of the starting axes)
+            if angle == tried or (step >= 3 and abs(angle) >= refine):
+                continue
+            tried = angle
+            score = hug_score(u, v, angle, hull)
+            if score < best_score:
+                best, best_score = angle, score
+        c, s = np.cos(best), np.sin(best)
+        for r in range(3):
+            a_i, a_j = axes[r, i], axes[r, j]
+            axes[r, i], axes[r, j] = c * a_i + s * a_j, -s * a_i + c * a_j
+    return axes
+
+
+@njit('Tuple((f8[:, :], f8[:], f8[:]))(f8[:, :], f8[:, :], f8)', cache=True, nogil=True)
+def oriented_box(centred, axes, trim):
+    """Fit the box the centred points hug: axes turned onto its faces, trimmed extents.
+
+    Args:
+        centred: ``(n, 3)`` points minus their mean, metres.
+        axes: ``(3, 3)`` starting axes (columns), e.g. the principal axes.
+        trim: fraction of the points trimmed at each end of each axis.
+
+    Returns:
+        ``(axes, lo, hi)``: the turned axes, columns longest first, and the trimmed range
+        ``(3,)`` of the points along each.
+
+    """
+    axes = fit_box_axes(centred[::-(-centred.shape[0] // AXIS_FIT_POINTS)], axes)
+    lo, hi = trimmed_range(project(centred, axes), trim)
+    order = np.argsort(lo - hi, kind='mergesort')  # longest first
+    return axes[:, order].copy(), lo[order], hi[order]
+
+
+@njit('f8(f8[:, :], f8[:], f8[:])', cache=True, nogil=True)
+def box_residual(local, lo, hi):
+    """Median distance (m) of points ``local`` ``(n, 3)`` (box axes) to the box's surface.
+
+    The box spans ``lo..hi`` along each axis; a point inside is at the distance of its
+    nearest face, one outside at its distance to the box.
+    """
+    dist = np.empty(local.shape[0])
+    for k in range(local.shape[0]):
+        inside = np.inf
+        outside = 0.0
+        for c in range(3):
+            a = local[k, c]
+            inside = min(inside, a - lo[c], hi[c] - a)
+            gap = max(lo[c] - a, a - hi[c], 0.0)
+            outside += gap * gap
+        dist[k] = np.sqrt(outside) if outside > 0 else inside
+    return np.median(dist)

@@ -1,0 +1,117 @@
+"""Pose, extents and shape of an object's kept points: box, cylinder, or neither.
+
+Neither ('unknown'): the pose and extents are those of the oriented box the points hug
+(their robust axes and trimmed range), which claims no model.
+
+Numba kernel with an explicit signature (compiled at import, cached beside this file).
+See docs/geometry.md for the shape rule and its margins.
+"""
+
+from numba import njit
+import numpy as np
+
+from zs_perception.geometry._box_fit import box_residual, oriented_box
+from zs_perception.geometry._cylinder_fit import fit_cylinder
+from zs_perception.geometry._linalg import cross, eigh3, matvec, orient, project
+from zs_perception.geometry._linalg import quaternion, trimmed_range
+
+SHAPES = ('box', 'cylinder', 'unknown')
+# Points the box and shape fits use (an even subsample).
+_FIT_POINTS = 1200
+# Shape rule: a cylinder's side must span this arc (deg) and fit this much better than the
+# box (median residual ratio); a shape fits when its median residual is under
+# _FIT_SIGMAS noise deviations plus _FIT_SHARE of the object's size.
+_MIN_ARC_DEG = 100.0
+_CYLINDER_WIN = 0.5
+_FIT_SIGMAS = 3.0
+_FIT_SHARE = 0.04
+
+
+@njit('Tuple((f8[:], f8[:, :], f8[:], f8[:], i8, f8))(f8[:, :], f8, f8)',
+      cache=True, nogil=True)
+def measure(points, trim, tolerance):
+    """Pose, extents and shape of ``points`` (module docs).
+
+    Args:
+        points: ``(n, 3)`` the object's kept points, camera frame, metres (``n >= 3``).
+        trim: fraction trimmed at each end of each axis for the extents.
+        tolerance: the depth noise (m, one deviation) at the points' median depth.
+
+    Returns:
+        ``(position, rotation, quaternion, extents, shape, residual)``: ``(3,)`` metres,
+        ``(3, 3)`` columns = object axes (signs per the convention), ``(4,)`` ``x, y, z,
+        w``, ``(3,)`` extents in metres (descending), the index into ``SHAPES``, and the
+        chosen model's median residual divided by its fit tolerance (under 1 fits).
+
+    """
+    fit = points[::max(1, points.shape[0] // _FIT_POINTS)]
+    mean = np.empty(3)
+    for c in range(3):
+        mean[c] = np.mean(fit[:, c])
+    centred = fit - mean
+    cov = np.zeros((3, 3))
+    for k in range(centred.shape[0]):
+        for r in range(3):
+            for c in range(3):
+                cov[r, c] += centred[k, r] * centred[k, c]
+    principal = eigh3(cov)[1][:, ::-1].copy()
+    axes, lo, hi = oriented_box(centred, principal, trim)
+    local = project(centred, axes)
+    size = hi[0] - lo[0]
+    allowed = _FIT_SIGMAS * tolerance + _FIT_SHARE * size
+    box_res = box_residual(local, lo, hi)
+    best_axis, best_res = -1, np.inf
+    best = np.full(8, np.nan)
+    for j in range(3):  # a cylinder about each box axis
+        perm = np.empty_like(local)
+        perm[:, 0] = local[:, j]
+        perm[:, 1] = local[:, (j + 1) % 3]
+        perm[:, 2] = local[:, (j + 2) % 3]
+        fitted = fit_cylinder(perm, lo[j], hi[j])
+        if not np.isfinite(fitted[0]) or fitted[6] < np.radians(_MIN_ARC_DEG):
+            continue
+        # The visible side of a cylinder is at least half its circumference: across the
+        # axis the points span about its diameter one way and at least its radius the other.
+        a, b = hi[(j + 1) % 3] - lo[(j + 1) % 3], hi[(j + 2) % 3] - lo[(j + 2) % 3]
+        diameter = 2.0 * fitted[4]
+        if not (0.6 * diameter <= max(a, b) <= 1.2 * diameter and min(a, b) >= 0.3 * diameter):
+            continue
+        if fitted[7] < best_res:
+            best_axis, best_res, best = j, fitted[7], fitted
+    if best_axis >= 0 and best_res < _CYLINDER_WIN * box_res and best_res < allowed:
+        shape, residual = 1, best_res / allowed
+    elif box_res < allowed:
+        shape, residual = 0, box_res / allowed
+    else:
+        shape, residual = 2, min(box_res, best_res) / allowed
+    position = mean + matvec(axes, 0.5 * (lo + hi))
+    extents = hi - lo
+    if shape == 1:  # the axis and its centre at mid-length; the box axes turned onto it
+        j = best_axis
+        frame = np.empty((3, 3))
+        for c in range(3):
+            frame[:, c] = axes[:, (j + c) % 3]
+        origin = np.array([0.0, best[0], best[1]])
+        axis = np.array([1.0, best[2], best[3]])
+        axis /= np.sqrt(np.sum(axis * axis))
+        along = np.empty((local.shape[0], 1))
+        for k in range(local.shape[0]):
+            a, b, c = local[k, j], local[k, (j + 1) % 3], local[k, (j + 2) % 3]
+            along[k, 0] = ((a - origin[0]) * axis[0] + (b - origin[1]) * axis[1]
+                           + (c - origin[2]) * axis[2])
+        t_lo, t_hi = trimmed_range(along, trim)
+        position = mean + matvec(frame, origin + axis * (0.5 * (t_lo[0] + t_hi[0])))
+        x = matvec(frame, axis)
+        y = frame[:, 1] - np.sum(frame[:, 1] * x) * x
+        y /= np.sqrt(np.sum(y * y))
+        z = cross(x, y)
+        length, diameter = t_hi[0] - t_lo[0], 2.0 * best[4]
+        axes = np.empty((3, 3))
+        if length >= diameter:
+            axes[:, 0], axes[:, 1], axes[:, 2] = x, y, z
+            extents = np.array([length, diameter, diameter])
+        else:  # a short cylinder (a can, a puck): its axis is the shortest
+            axes[:, 0], axes[:, 1], axes[:, 2] = y, z, x
+            extents = np.array([diameter, diameter, length])
+    rotation = orient(axes, position)
+    return position, rotation, quaternion(rotation), extents, shape, residual

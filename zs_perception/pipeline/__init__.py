@@ -1,0 +1,1 @@
+"""The ROS-free frame logic of the node: synchronising, processing, health."""
