@@ -20,7 +20,7 @@ Usage (from the repo root, after ``source scripts/env.sh``)::
         [--precision auto|fp32|fp16|bf16] [--prompts 1,3,10] [--repeats 3]
         [--trackers sam2,edgetam,sam3_tracker] [--frames 30] [--every 5] [--objects 5]
 
-Random weights built in memory (``zs_perception.testing.random_sam3_models``; nothing is
+Random weights built in memory (``zs_perception.testing.random_models``; nothing is
 written except the trackers' temporary directories): the figures are speed only. The
 default ``reduced`` size keeps SAM 3's DETR encoder, decoder and mask head and shrinks the
 vision and text encoders (ViT-B-sized at 336 px) so a CPU run takes minutes; ``full`` is
@@ -44,7 +44,7 @@ from transformers import Sam3Model
 from zs_perception.segmentation.device import resolve_device, resolve_dtype
 from zs_perception.segmentation.propagation import load_tracker, Propagator
 from zs_perception.segmentation.sam3 import Sam3Segmenter
-from zs_perception.testing import random_sam3_models
+from zs_perception.testing import random_models
 from zs_perception.testing.scene import render_scene
 
 PHRASES = ['mug', 'bottle', 'keyboard', 'chair', 'book', 'lamp', 'phone', 'bowl', 'box', 'pen']
@@ -86,10 +86,10 @@ def _timed(fn, device):
 def build_sam3(size, device, dtype, seed=0):
     """Build a random ``Sam3Model`` of ``size`` and its processor, in memory."""
     torch.manual_seed(seed)
-    processor = random_sam3_models.sam3_processor(size)
-    model = Sam3Model(random_sam3_models.sam3_config(size, processor.tokenizer)).eval()
+    processor = random_models.sam3_processor(size)
+    model = Sam3Model(random_models.sam3_config(size, processor.tokenizer)).eval()
     if size == 'tiny':
-        random_sam3_models.small_init_(model, seed=seed)
+        random_models.small_init_(model, seed=seed)
     return model.to(device, dtype), processor
 
 
@@ -122,14 +122,13 @@ def bench_prompts(model, processor, image, counts, repeats, device, dtype, rows)
 
 
 def _tracker(name, size, out_dir, device, dtype):
-    writer = {'sam2': random_sam3_models.write_sam2,
-              'sam3_tracker': random_sam3_models.write_sam3_tracker,
-              'edgetam': random_sam3_models.write_edgetam}[name]
-    directory = writer(Path(out_dir) / name, 'tiny' if size == 'tiny' else 'full')
+    model = random_models.TRACKER_MODELS[name]
+    directory = random_models.write_models(
+        Path(out_dir), 'tiny' if size == 'tiny' else 'full', [model])[model]
     tracker = load_tracker(name, str(directory), device, dtype, allow_random_weights=True)
     with torch.no_grad():  # keep random objects 'present' (see the module docstring)
         tracker.model.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(
-            random_sam3_models.TRACKER_OBJECT_SCORE_BIAS)
+            random_models.TRACKER_OBJECT_SCORE_BIAS)
     return tracker
 
 

@@ -20,7 +20,7 @@ from zs_perception.segmentation.base import ModelLoadError, Prompt
 from zs_perception.segmentation.factory import create_segmenter
 from zs_perception.segmentation.instances import mask_box
 from zs_perception.segmentation.sam3 import Sam3Segmenter
-from zs_perception.testing.random_sam3_models import output_spread
+from zs_perception.testing.random_models import output_spread
 from zs_perception.testing.scene import render_scene
 
 PHRASES = ['red mug', 'a box', 'the table', 'screwdriver', 'blue bottle', 'chair', 'apple',
@@ -186,7 +186,7 @@ def test_loading_rules(sam3_models, tmp_path):
     with pytest.raises(ModelLoadError, match='RANDOM'):
         Sam3Segmenter.from_settings(sam3_model=sam3_models['sam3'], device='cpu')
     with pytest.raises(ModelLoadError, match='sam2_video'):
-        Sam3Segmenter.from_settings(sam3_model=sam3_models['sam2'], device='cpu',
+        Sam3Segmenter.from_settings(sam3_model=sam3_models['sam2_video'], device='cpu',
                                     allow_random_weights=True)
     with pytest.raises(ModelLoadError, match='does not exist'):
         Sam3Segmenter.from_settings(sam3_model=str(tmp_path / 'nothing'), device='cpu')

@@ -12,16 +12,16 @@ the cost for several prompts:
   prompts; its feature pyramid is expanded (a view, no copy) to the N prompts and the DETR
   encoder, decoder and mask head run as one batch of N.
 
-Each stage is its own method (:meth:`Sam3Segmenter.preprocess`,
-:meth:`~Sam3Segmenter.encode_text`, :meth:`~Sam3Segmenter.forward`,
-:meth:`~Sam3Segmenter.postprocess`). ``Sam3LiteTextModel`` checkpoints (MobileCLIP-sized
-text encoder, same processor) load through the same setting.
+Built on :class:`~zs_perception.segmentation.torch_backend.TorchSegmenter` (lock, device,
+input checks, out-of-memory mapping, timing, loading); each stage is its own method
+(:meth:`Sam3Segmenter.preprocess`, :meth:`~Sam3Segmenter.encode_text`,
+:meth:`~Sam3Segmenter.forward`, :meth:`~Sam3Segmenter.postprocess`).
+``Sam3LiteTextModel`` checkpoints (MobileCLIP-sized text encoder, same processor) load
+through the same setting.
 """
 
-import logging
 import os
 from pathlib import Path
-import threading
 from typing import Dict, Hashable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -30,13 +30,12 @@ from transformers import Sam3LiteTextModel, Sam3Model, Sam3Processor
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
 
-from zs_perception.segmentation.base import check_rgb_image, Instance, PromptLike
-from zs_perception.segmentation.base import PromptReport, SegmentationResult, Segmenter
-from zs_perception.segmentation.base import validate_thresholds
-from zs_perception.segmentation.device import out_of_memory_as_error, StageTimer
+from zs_perception.segmentation.base import Instance, Prompt, Segmenter
+from zs_perception.segmentation.device import StageTimer
 from zs_perception.segmentation.instances import mask_box
 from zs_perception.segmentation.loading import load_hf_model
-from zs_perception.segmentation.prompting import normalize_text_prompts, prompt_key
+from zs_perception.segmentation.prompting import prompt_key
+from zs_perception.segmentation.torch_backend import token_limit_reason, TorchSegmenter
 
 DEFAULT_SAM3_MODEL = 'facebook/sam3'
 # config.json model_type -> model class. facebook/sam3 holds the image detector and the video
@@ -54,8 +53,6 @@ MASK_THRESHOLD = 0.5
 DEFAULT_MERGE_IOU = 0.5
 # Candidate masks resized to the image per step (bounds memory when the threshold is low).
 _RESIZE_CHUNK = 32
-
-logger = logging.getLogger(__name__)
 
 
 def peek_model_type(model: str) -> Optional[str]:
@@ -111,7 +108,7 @@ def load_sam3(model: str, device: torch.device, dtype: torch.dtype,
                          allow_random_weights=allow_random_weights)
 
 
-class Sam3Segmenter(Segmenter):
+class Sam3Segmenter(TorchSegmenter):
     """SAM 3 instances for text prompts: mask, box, score, label.
 
     An instance's score is the model's instance score times its presence score (the
@@ -134,79 +131,39 @@ class Sam3Segmenter(Segmenter):
 
     """
 
+    name = 'sam3'
     THRESHOLDS = Segmenter.THRESHOLDS + ('merge_iou',)
 
     def __init__(self, model: torch.nn.Module, processor: Sam3Processor, device: torch.device,
                  dtype: torch.dtype, threshold: float = 0.4, min_area_px: int = 100,
                  max_objects: int = 20, merge_iou: float = DEFAULT_MERGE_IOU):
-        validate_thresholds(type(self).__name__, self.THRESHOLDS,
-                            {'threshold': threshold, 'min_area_px': min_area_px,
-                             'max_objects': max_objects, 'merge_iou': merge_iou})
+        super().__init__(device, threshold=threshold, min_area_px=min_area_px,
+                         max_objects=max_objects, merge_iou=merge_iou)
         self.model = model
         self.image_processor = processor.image_processor
         self.tokenizer = processor.tokenizer
-        self.device = device
         self.dtype = dtype
-        self.threshold = threshold
-        self.min_area_px = min_area_px
-        self.max_objects = max_objects
-        self.merge_iou = merge_iou
         self.max_tokens = int(model.config.text_config.max_position_embeddings)
-        self._lock = threading.Lock()
-        self._labels: List[str] = []
         self._cache: Dict[Hashable, Tuple[torch.Tensor, torch.Tensor]] = {}
         self._text: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
 
     @classmethod
-    def from_settings(cls, *, sam3_model: str = DEFAULT_SAM3_MODEL, device: str = 'auto',
-                      precision: str = 'auto', threshold: float = 0.4, min_area_px: int = 100,
-                      max_objects: int = 20, allow_random_weights: bool = False,
-                      merge_iou: float = DEFAULT_MERGE_IOU) -> 'Sam3Segmenter':
-        """Resolve device and precision, check the thresholds, load the model, build.
-
-        Raises:
-            ValueError: bad device, precision or threshold (before anything is loaded).
-            ModelLoadError: as :func:`load_sam3`.
-
-        """
-        from zs_perception.segmentation.device import resolve_device, resolve_dtype
-
-        validate_thresholds(cls.__name__, cls.THRESHOLDS,
-                            {'threshold': threshold, 'min_area_px': min_area_px,
-                             'max_objects': max_objects, 'merge_iou': merge_iou})
-        torch_device = resolve_device(device)
-        dtype = resolve_dtype(precision, torch_device)
+    def _load(cls, device, dtype, allow_random_weights, *, sam3_model: str = '',
+              **thresholds) -> Tuple['Sam3Segmenter', str]:
+        """Load SAM 3 or SAM 3 LiteText (``sam3_model`` empty: :data:`DEFAULT_SAM3_MODEL`)."""
         name = str(sam3_model).strip() or DEFAULT_SAM3_MODEL
-        model, processor = load_sam3(name, torch_device, dtype, allow_random_weights)
-        logger.info('Segmentation backend sam3 on %s in %s (%s %s).', torch_device, dtype,
-                    type(model).__name__, name)
-        return cls(model, processor, torch_device, dtype, threshold=threshold,
-                   min_area_px=min_area_px, max_objects=max_objects, merge_iou=merge_iou)
+        model, processor = load_sam3(name, device, dtype, allow_random_weights)
+        return cls(model, processor, device, dtype, **thresholds), \
+            f'{type(model).__name__} {name}'
 
-    @property
-    def prompts(self) -> List[str]:
-        """Labels of the active prompts, in order."""
-        return list(self._labels)
+    def _truncation(self, text: str) -> Optional[str]:
+        """Phrases over the text encoder's 32 tokens are cut to fit."""
+        count = len(self.tokenizer(text, truncation=False)['input_ids'])
+        return token_limit_reason(count, self.max_tokens, 'SAM 3 text encoder', 'cut to fit')
 
-    def set_prompts(self, prompts: Sequence[PromptLike]) -> PromptReport:
-        """Make ``prompts`` the text prompts; encodes only those not cached.
-
-        Phrases over the text encoder's 32 tokens are cut to fit (reported in
-        ``truncated``); image prompts are dropped (SAM 3 takes text and boxes).
-        """
-        active, dropped = normalize_text_prompts(prompts, 'the sam3 backend')
-        truncated = []
-        for prompt in active:
-            count = len(self.tokenizer(prompt.text, truncation=False)['input_ids'])
-            if count > self.max_tokens:
-                truncated.append((prompt.label, f'{count} tokens, over the SAM 3 text encoder '
-                                  f'limit of {self.max_tokens}; cut to fit'))
-        with self._lock, torch.inference_mode(), \
-                out_of_memory_as_error(self.device, f'encoding {len(active)} prompts'):
-            self._text = self.encode_text([prompt_key(p) for p in active],
-                                          [p.text for p in active])
-            self._labels = [p.label for p in active]
-        return PromptReport(active=list(self._labels), dropped=dropped, truncated=truncated)
+    def _encode_prompts(self, active: List[Prompt]) -> None:
+        """Encode the text prompts not cached (image prompts were dropped: SAM 3 takes text)."""
+        self._text = self.encode_text([prompt_key(p) for p in active], [p.text for p in active])
 
     def encode_text(self, keys: Sequence[Hashable], texts: Sequence[str]
                     ) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
@@ -328,10 +285,11 @@ class Sam3Segmenter(Segmenter):
                 else:
                     target[2] = target[2] | masks[k]
         kept = self._settle_merges(kept)
+        labels = self.prompts
         instances = []
         for score, index, mask in kept:
             mask = mask.cpu().numpy()
-            instances.append(Instance(label=self._labels[index], prompt_index=index,
+            instances.append(Instance(label=labels[index], prompt_index=index,
                                       score=min(max(score, 0.0), 1.0), box=mask_box(mask),
                                       mask=mask))
         return instances
@@ -364,29 +322,15 @@ class Sam3Segmenter(Segmenter):
                 return entry
         return None
 
-    def segment(self, image: np.ndarray) -> SegmentationResult:
-        """Segment one ``(H, W, 3)`` ``uint8`` RGB image with the active prompts.
-
-        Raises:
-            ValueError: the image is not ``(H, W, 3)`` ``uint8``.
-            DeviceOutOfMemoryError: the accelerator ran out of memory; retry is possible.
-
-        """
-        image = check_rgb_image(image)
+    def _segment(self, image: np.ndarray, timer: StageTimer) -> Tuple[List[Instance], None]:
+        features, mask = self._text
         height, width = image.shape[:2]
-        with self._lock:
-            if self._text is None:
-                return SegmentationResult([], {})
-            features, mask = self._text
-            timer = StageTimer(self.device)
-            what = f'segmenting a {width}x{height} image with {len(self._labels)} prompts'
-            with torch.inference_mode(), out_of_memory_as_error(self.device, what):
-                with timer.stage('preprocess'):
-                    pixels = self.preprocess(image)
-                with timer.stage('encode'):
-                    vision = self.encode_image(pixels)
-                with timer.stage('decode'):
-                    outputs = self.forward(vision, features, mask)
-                with timer.stage('postprocess'):
-                    instances = self.postprocess(outputs, height, width)
-        return SegmentationResult(instances, timer.timings)
+        with timer.stage('preprocess'):
+            pixels = self.preprocess(image)
+        with timer.stage('encode'):
+            vision = self.encode_image(pixels)
+        with timer.stage('decode'):
+            outputs = self.forward(vision, features, mask)
+        with timer.stage('postprocess'):
+            instances = self.postprocess(outputs, height, width)
+        return instances, None
