@@ -513,6 +513,16 @@ def write_sam3_tracker(out_dir: Path, size: str = 'tiny', seed: int = 0) -> Path
     return _save_pretrained(out_dir, model, processor, 'this SAM 3 tracker', size, seed)
 
 
+def _sam2_video_processor(side: int) -> Sam2VideoProcessor:
+    """Return the ``Sam2VideoProcessor`` of the SAM 2 and EdgeTAM trackers at ``side`` px."""
+    return Sam2VideoProcessor(
+        image_processor=Sam2ImageProcessor(size={'height': side, 'width': side},
+                                           mask_size={'height': side // 4, 'width': side // 4}),
+        video_processor=Sam2VideoVideoProcessor(size={'height': side, 'width': side},
+                                                image_mean=_IMAGENET_MEAN,
+                                                image_std=_IMAGENET_STD))
+
+
 def write_sam2(out_dir: Path, size: str = 'tiny', seed: int = 0) -> Path:
     """Write a random ``Sam2VideoModel`` and its ``Sam2VideoProcessor``."""
     torch.manual_seed(seed)
@@ -549,12 +559,7 @@ def write_sam2(out_dir: Path, size: str = 'tiny', seed: int = 0) -> Path:
     model = Sam2VideoModel(config).eval()
     if size == 'tiny':
         _tiny_tracker_init_(model, seed)
-    processor = Sam2VideoProcessor(
-        image_processor=Sam2ImageProcessor(size={'height': side, 'width': side},
-                                           mask_size={'height': side // 4, 'width': side // 4}),
-        video_processor=Sam2VideoVideoProcessor(size={'height': side, 'width': side},
-                                                image_mean=_IMAGENET_MEAN,
-                                                image_std=_IMAGENET_STD))
+    processor = _sam2_video_processor(side)
     return _save_pretrained(out_dir, model, processor, 'this SAM 2 video tracker', size, seed)
 
 
@@ -613,12 +618,7 @@ def write_edgetam(out_dir: Path, size: str = 'tiny', seed: int = 0) -> Path:
     model = EdgeTamVideoModel(config).eval()
     if size == 'tiny':
         _tiny_tracker_init_(model, seed)
-    processor = Sam2VideoProcessor(
-        image_processor=Sam2ImageProcessor(size={'height': side, 'width': side},
-                                           mask_size={'height': side // 4, 'width': side // 4}),
-        video_processor=Sam2VideoVideoProcessor(size={'height': side, 'width': side},
-                                                image_mean=_IMAGENET_MEAN,
-                                                image_std=_IMAGENET_STD))
+    processor = _sam2_video_processor(side)
     return _save_pretrained(out_dir, model, processor, 'this EdgeTAM video tracker', size, seed)
 
 
