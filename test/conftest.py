@@ -48,3 +48,23 @@ def real_rgb():
 
     path = TEST_DATA / 'tum_office_desk' / 'color.png'
     return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+
+
+@pytest.fixture(scope='session')
+def sam3_models(tmp_path_factory):
+    """Tiny random SAM 3, SAM 3 LiteText and SAM 2 / SAM 3 / EdgeTAM tracker directories.
+
+    Returns ``{'sam3': dir, 'sam3_lite_text': dir, 'sam2_video': dir, 'sam3_tracker': dir,
+    'edgetam': dir}`` (``edgetam`` only when timm is installed) from
+    ``zs_perception.testing.random_models`` (size tiny, seed 0; a tracker's entry is
+    ``TRACKER_MODELS[tracker]``); load them with ``allow_random_weights=True``.
+    """
+    import importlib.util
+
+    from zs_perception.testing.random_models import write_models
+
+    # EdgeTAM needs timm (in requirements.txt); without it its tests skip.
+    only = ['sam3', 'sam3_lite_text', 'sam2_video', 'sam3_tracker']
+    if importlib.util.find_spec('timm'):
+        only.append('edgetam')
+    return write_models(tmp_path_factory.mktemp('sam3_models'), size='tiny', only=only, seed=0)

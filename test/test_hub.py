@@ -31,6 +31,13 @@ def test_hub_models_of_each_backend(tmp_path):
         'detector_model': 'google/owlv2-base-patch16-ensemble'}
     assert hub.hub_models({**settings, 'backend': 'clip_dense', 'clip_model': 'a/b'}) == {
         'clip_model': 'a/b'}
+    assert hub.hub_models({**settings, 'backend': 'sam3'}) == {'sam3_model': 'facebook/sam3'}
+    assert hub.hub_models({**settings, 'backend': 'sam3', 'sam3_model': '',
+                           'tracker': 'sam2'}) == {
+        'sam3_model': 'facebook/sam3', 'tracker_model': 'facebook/sam2.1-hiera-tiny'}
+    assert hub.hub_models({**settings, 'tracker': 'edgetam',
+                           'tracker_model': str(tmp_path)}) == {
+        'clipseg_model': 'CIDAS/clipseg-rd64-refined'}
 
 
 def test_unreachable_hub_fails_fast_and_sets_offline(online, monkeypatch):

@@ -60,7 +60,7 @@ def test_unknown_backend_lists_valid_names(tiny_models):
     with pytest.raises(ValueError) as err:
         _make(tiny_models, 'segformer')
     assert set(BACKENDS) == {'clipseg', 'clipseg_sam', 'grounded_sam', 'zero_guidance',
-                             'clip_dense'}
+                             'clip_dense', 'sam3'}
     for name in BACKENDS:
         assert name in str(err.value)
 

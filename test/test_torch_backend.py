@@ -16,7 +16,7 @@ IMAGE = np.random.default_rng(1).integers(0, 256, (96, 128, 3), dtype=np.uint8)
 
 
 @pytest.fixture(scope='module')
-def segmenters(tiny_models, backend_models):
+def segmenters(tiny_models, backend_models, sam3_models):
     """Every backend on the tiny random models, by name."""
     built = {}
     for backend in BACKENDS:
@@ -24,6 +24,7 @@ def segmenters(tiny_models, backend_models):
             backend, clipseg_model=str(Path(tiny_models) / 'clipseg'),
             sam_checkpoint=str(Path(tiny_models) / 'sam_tiny.pth'), sam_model_type='tiny',
             detector_model=backend_models['owlv2'], clip_model=backend_models['clip'],
+            sam3_model=sam3_models['sam3'],
             device='cpu', precision='fp32', threshold=0.0, min_area_px=0,
             allow_random_weights=True)
     built['zero_guidance'].points_per_side = 2

@@ -11,13 +11,14 @@ import math
 import re
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from zs_perception.segmentation.factory import BACKENDS
+from zs_perception.segmentation.factory import BACKENDS, TRACKERS
 
 # Settings handed to ``zs_perception.segmentation.factory.create_segmenter``.
 ENGINE_SETTINGS = (
     'clipseg_model', 'sam_checkpoint', 'sam_model_type', 'device', 'precision',
     'threshold', 'min_area_px', 'max_objects', 'allow_random_weights',
     'detector', 'detector_model', 'clip_model', 'vocabulary',
+    'sam3_model', 'tracker', 'tracker_model', 'detect_every_n_frames',
 )
 # Engine settings that the segmenter accepts at run time through ``set_thresholds``.
 LIVE_ENGINE_SETTINGS = ('threshold', 'min_area_px', 'max_objects')
@@ -205,6 +206,27 @@ PARAMETERS = (
         'Frames an unmatched track is remembered before its id is retired (ids are never '
         'reused).',
         value_range=(0, 10_000), live=True),
+    # SAM 3 backend and mask propagation between frames.
+    ParameterSpec(
+        'sam3_model', 'facebook/sam3', str,
+        'SAM 3 weights (backend sam3): a local directory or a Hugging Face id (local cache '
+        'first); facebook/sam3 is gated (accept the SAM License on the hub, then log in to '
+        'download); SAM 3 LiteText checkpoints load through the same setting.'),
+    ParameterSpec(
+        'tracker', 'none', str,
+        'Video tracker that propagates masks between keyframes (any backend): '
+        + '; '.join(f"'{name}': {what}" for name, what in TRACKERS.items()) + '.',
+        choices=tuple(TRACKERS)),
+    ParameterSpec(
+        'tracker_model', '', str,
+        'Tracker weights: a local directory or a Hugging Face id; empty: '
+        "'facebook/sam2.1-hiera-tiny' (sam2), 'yonigozlan/EdgeTAM-hf' (edgetam) or "
+        "'facebook/sam3' (sam3_tracker)."),
+    ParameterSpec(
+        'detect_every_n_frames', 5, int,
+        'With a tracker: run the backend on at least every n-th frame (also when a tracked '
+        'object fades or the goal changes), the tracker in between; 1: every frame.',
+        value_range=(1, 10_000)),
 )
 
 SPECS: Dict[str, ParameterSpec] = {spec.name: spec for spec in PARAMETERS}

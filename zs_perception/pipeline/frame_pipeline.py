@@ -266,6 +266,9 @@ class FramePipeline:
         t = time.perf_counter()
         ids = self.tracker.update(masks, [i.label for i in instances],
                                   [g.position if g.has_pose else None for g in geometries])
+        # With propagation on, the video tracker's object id (>= 1) is the track id: it
+        # follows the object through the tracker's memory, which the mask matcher has not.
+        ids = [i.track_id if i.track_id >= 1 else track for i, track in zip(instances, ids)]
         timings['tracking'] = time.perf_counter() - t
         self.health.count('frames_processed')
         return FrameResult(rgb, instances, geometries, list(ids), list(self.prompts), timings,

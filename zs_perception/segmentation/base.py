@@ -65,6 +65,9 @@ class Instance:
             image, x1/y1 exclusive (the box of the mask's true pixels).
         mask: ``(H, W)`` ``bool`` at the input image's resolution, True on
             the object.
+        track_id: the object's id from a video tracker (``>= 1``, the same object in
+            successive frames; see ``zs_perception.segmentation.propagation``), or
+            ``-1`` when the segmenter does not track.
 
     """
 
@@ -73,6 +76,7 @@ class Instance:
     score: float
     box: np.ndarray
     mask: np.ndarray
+    track_id: int = -1
 
 
 @dataclass

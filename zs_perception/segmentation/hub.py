@@ -59,14 +59,26 @@ def hub_models(settings: Mapping[str, Any]) -> Dict[str, str]:
         if not name:
             from zs_perception.segmentation.detectors import DEFAULT_DETECTOR_MODELS
             name = DEFAULT_DETECTOR_MODELS[settings['detector']]
+    elif backend == 'sam3':
+        setting = 'sam3_model'
+        name = settings[setting].strip()
+        if not name:
+            from zs_perception.segmentation.sam3 import DEFAULT_SAM3_MODEL as name
     else:
         setting = 'clip_model'
         name = settings[setting].strip()
         if not name:
             from zs_perception.segmentation.clip_dense import DEFAULT_CLIP_MODEL as name
-    if os.path.isdir(os.path.expanduser(name)) or looks_like_path(name):
-        return {}
-    return {setting: name}
+    models = {setting: name}
+    tracker = settings.get('tracker', 'none')
+    if tracker != 'none':
+        name = settings.get('tracker_model', '').strip()
+        if not name:
+            from zs_perception.segmentation.propagation import DEFAULT_TRACKER_MODELS
+            name = DEFAULT_TRACKER_MODELS[tracker]
+        models['tracker_model'] = name
+    return {setting: name for setting, name in models.items()
+            if not (os.path.isdir(os.path.expanduser(name)) or looks_like_path(name))}
 
 
 def is_cached(model_id: str) -> bool:

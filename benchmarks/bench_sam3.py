@@ -1,0 +1,215 @@
+r"""Benchmark the sam3 backend against the documented usage, and propagation against per-frame.
+
+Two tables, on a 640x480 frame:
+
+- ``sam3``: for N prompts, the median time per frame of the documented transformers usage
+  (``Sam3Processor`` + ``Sam3Model`` once per prompt + ``post_process_instance_segmentation``,
+  the model card's multi-prompt recipe) and of the backend (vision encoder once, text
+  cached, one batched decoder call), their ratio (``speedup``) and the backend's cost
+  relative to its own N = 1 (``vs_ours_n1``). Calls of the two sides alternate, so load
+  hits both alike.
+- ``propagation``: a stream of frames of a rendered scene panning across the view, N = 3
+  prompts and at most ``--objects`` objects: the backend on every frame, and the backend
+  on keyframes (every ``--every`` frames) with a video tracker in between. Per-frame
+  times are bimodal (keyframe vs tracked), so the mean is the cost that matters for a
+  camera; ``track_ms`` is the tracker's own median per tracked frame (the 30 Hz figure).
+
+Usage (from the repo root, after ``source scripts/env.sh``)::
+
+    python -m benchmarks.bench_sam3 [--size tiny|reduced|full] [--device auto|cpu|cuda]
+        [--precision auto|fp32|fp16|bf16] [--prompts 1,3,10] [--repeats 3]
+        [--trackers sam2,edgetam,sam3_tracker] [--frames 30] [--every 5] [--objects 5]
+
+Random weights built in memory (``zs_perception.testing.random_models``; nothing is
+written except the trackers' temporary directories): the figures are speed only. The
+default ``reduced`` size keeps SAM 3's DETR encoder, decoder and mask head and shrinks the
+vision and text encoders (ViT-B-sized at 336 px) so a CPU run takes minutes; ``full`` is
+``facebook/sam3`` (ViT-L/14 at 1008 px, 840 M parameters), for a GPU::
+
+    python -m benchmarks.bench_sam3 --size full --device cuda --prompts 1,3,10 \\
+        --trackers sam2,edgetam,sam3_tracker --objects 5 --frames 60
+
+The random trackers' object-score head is biased so that objects stay "present" (random
+weights would otherwise drop them at random and turn frames into keyframes).
+"""
+
+import argparse
+from pathlib import Path
+import tempfile
+
+from benchmarks.report import emit, stats_ms
+import numpy as np
+import torch
+from transformers import Sam3Model
+from zs_perception.segmentation.device import resolve_device, resolve_dtype
+from zs_perception.segmentation.propagation import load_tracker, Propagator
+from zs_perception.segmentation.sam3 import Sam3Segmenter
+from zs_perception.testing import random_models
+from zs_perception.testing.scene import render_scene
+
+PHRASES = ['mug', 'bottle', 'keyboard', 'chair', 'book', 'lamp', 'phone', 'bowl', 'box', 'pen']
+THRESHOLD = 0.5
+WIDTH, HEIGHT = 640, 480
+
+
+def naive_segment(model, processor, image, phrases, device, dtype, threshold=THRESHOLD):
+    """Run the documented multi-prompt usage: processor, model, post-processing per prompt.
+
+    Returns:
+        One ``post_process_instance_segmentation`` result dict per phrase.
+
+    """
+    results = []
+    for phrase in phrases:
+        inputs = processor(images=image, text=phrase, return_tensors='pt').to(device)
+        inputs['pixel_values'] = inputs['pixel_values'].to(dtype)
+        outputs = model(**inputs)
+        results.append(processor.post_process_instance_segmentation(
+            outputs, threshold=threshold, target_sizes=[image.shape[:2]])[0])
+    return results
+
+
+def _sync(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device):
+    import time
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def build_sam3(size, device, dtype, seed=0):
+    """Build a random ``Sam3Model`` of ``size`` and its processor, in memory."""
+    torch.manual_seed(seed)
+    processor = random_models.sam3_processor(size)
+    model = Sam3Model(random_models.sam3_config(size, processor.tokenizer)).eval()
+    if size == 'tiny':
+        random_models.small_init_(model, seed=seed)
+    return model.to(device, dtype), processor
+
+
+def bench_prompts(model, processor, image, counts, repeats, device, dtype, rows):
+    """Rows of the ``sam3`` table: naive vs ours per prompt count."""
+    seg = Sam3Segmenter(model, processor, device, dtype, threshold=THRESHOLD, min_area_px=1,
+                        max_objects=100, merge_iou=1.0)
+    ours_n1 = None
+    for count in counts:
+        phrases = PHRASES[:count]
+        seg.set_prompts(phrases)
+        naive, ours = [], []
+        with torch.inference_mode():
+            naive_segment(model, processor, image, phrases, device, dtype)  # warm-up
+            seg.segment(image)
+            for _ in range(repeats):
+                naive.append(_timed(lambda: naive_segment(model, processor, image, phrases,
+                                                          device, dtype), device))
+                ours.append(_timed(lambda: seg.segment(image), device))
+        stages = seg.segment(image).timings
+        naive_ms, ours_ms = stats_ms(naive)['median_ms'], stats_ms(ours)['median_ms']
+        ours_n1 = ours_ms if count == 1 else ours_n1
+        rows.append({'prompts': count, 'naive_ms': naive_ms, 'ours_ms': ours_ms,
+                     'speedup': round(naive_ms / ours_ms, 2),
+                     'vs_ours_n1': round(ours_ms / ours_n1, 2) if ours_n1 else None,
+                     'ours_vision_ms': round(stages.get('encode', 0.0) * 1e3, 1),
+                     'ours_decode_ms': round(stages.get('decode', 0.0) * 1e3, 1),
+                     'repeats': repeats})
+        print(rows[-1], flush=True)
+
+
+def _tracker(name, size, out_dir, device, dtype):
+    model = random_models.TRACKER_MODELS[name]
+    directory = random_models.write_models(
+        Path(out_dir), 'tiny' if size == 'tiny' else 'full', [model])[model]
+    tracker = load_tracker(name, str(directory), device, dtype, allow_random_weights=True)
+    with torch.no_grad():  # keep random objects 'present' (see the module docstring)
+        tracker.model.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(
+            random_models.TRACKER_OBJECT_SCORE_BIAS)
+    return tracker
+
+
+def bench_propagation(model, processor, trackers, size, frames, every, objects, device, dtype,
+                      rows):
+    """Rows of the ``propagation`` table: backend on every frame vs keyframes + tracker."""
+    scene = render_scene(WIDTH + 2 * frames + 8, HEIGHT, seed=3)['rgb']
+    stream = [np.ascontiguousarray(scene[:, 2 * i:2 * i + WIDTH]) for i in range(frames)]
+    # Threshold 0 and max_objects = objects: exactly that many objects to track.
+    seg = Sam3Segmenter(model, processor, device, dtype, threshold=0.0, min_area_px=1,
+                        max_objects=objects, merge_iou=1.0)
+    seg.set_prompts(PHRASES[:3])
+    with torch.inference_mode():
+        seg.segment(stream[0])
+        every_frame = [_timed(lambda f=f: seg.segment(f), device) for f in stream]
+    rows.append({'mode': 'backend every frame', 'objects': objects, 'frames': frames,
+                 'keyframes': frames, **_frame_stats(every_frame), 'track_ms': None})
+    print(rows[-1], flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in trackers:
+            propagator = Propagator(seg, _tracker(name, size, tmp, device, dtype),
+                                    detect_every_n_frames=every)
+            propagator.set_prompts(PHRASES[:3])
+            propagator.segment(stream[0])  # warm-up (a keyframe)
+            propagator.set_prompts(PHRASES[:3])
+            times, tracked = [], []
+            before = propagator.keyframes
+            for f in stream:
+                seconds = _timed(lambda f=f: propagator.segment(f), device)
+                times.append(seconds)
+                if not propagator.last_was_keyframe:
+                    tracked.append(seconds)
+            rows.append({'mode': f'keyframe every {every} + {name}', 'objects': objects,
+                         'frames': frames, 'keyframes': propagator.keyframes - before,
+                         **_frame_stats(times),
+                         'track_ms': stats_ms(tracked)['median_ms'] if tracked else None})
+            print(rows[-1], flush=True)
+
+
+def _frame_stats(seconds):
+    s = stats_ms(seconds)
+    return {'mean_ms': round(float(np.mean(seconds)) * 1e3, 1), 'median_ms': s['median_ms'],
+            'p90_ms': s['p90_ms']}
+
+
+def main(argv=None):
+    """Run the benchmark and print JSON then markdown tables."""
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--size', choices=('tiny', 'reduced', 'full'), default='reduced')
+    parser.add_argument('--device', default='auto')
+    parser.add_argument('--precision', default='auto')
+    parser.add_argument('--prompts', default='1,3,10', help='prompt counts (default 1,3,10)')
+    parser.add_argument('--repeats', type=int, default=3)
+    parser.add_argument('--trackers', default='sam2,edgetam,sam3_tracker',
+                        help="comma-separated trackers for the propagation table; '' skips it")
+    parser.add_argument('--frames', type=int, default=30)
+    parser.add_argument('--every', type=int, default=5, help='detect_every_n_frames')
+    parser.add_argument('--objects', type=int, default=5)
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.precision, device)
+    image = render_scene(WIDTH, HEIGHT, seed=2)['rgb']
+    model, processor = build_sam3(args.size, device, dtype)
+    meta = {'size': args.size, 'device': str(device), 'dtype': str(dtype),
+            'model_input_px': processor.image_processor.size['height'],
+            'image': f'{WIDTH}x{HEIGHT}', 'torch': torch.__version__,
+            'threads': torch.get_num_threads(),
+            'gpu': torch.cuda.get_device_name(device) if device.type == 'cuda' else None,
+            'parameters_m': round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
+            'weights': 'random (speed only)'}
+    rows = []
+    counts = [int(c) for c in args.prompts.split(',') if c.strip()]
+    bench_prompts(model, processor, image, counts, args.repeats, device, dtype, rows)
+    emit('sam3', rows, meta=meta)
+    trackers = [t.strip() for t in args.trackers.split(',') if t.strip()]
+    if trackers:
+        prop_rows = []
+        bench_propagation(model, processor, trackers, args.size, args.frames, args.every,
+                          args.objects, device, dtype, prop_rows)
+        emit('propagation', prop_rows, meta={**meta, 'prompts': 3, 'every': args.every})
+
+
+if __name__ == '__main__':
+    main()

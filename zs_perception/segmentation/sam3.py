@@ -1,0 +1,336 @@
+"""SAM 3 ("Segment Anything with Concepts") as a backend: every instance of each text prompt.
+
+Equal to the documented transformers usage (``Sam3Processor``, ``Sam3Model`` once per prompt,
+``post_process_instance_segmentation``; see the parity tests) before the steps the
+documented usage does not have (``min_area_px``, merging, ``max_objects``), at a fraction of
+the cost for several prompts:
+
+- the text side is encoded once per goal: the text features of each prompt are cached by
+  its :func:`~zs_perception.segmentation.prompting.prompt_key` and only new prompts are
+  encoded;
+- the vision encoder (most of the model) runs once per frame, whatever the number of
+  prompts; its feature pyramid is expanded (a view, no copy) to the N prompts and the DETR
+  encoder, decoder and mask head run as one batch of N.
+
+Built on :class:`~zs_perception.segmentation.torch_backend.TorchSegmenter` (lock, device,
+input checks, out-of-memory mapping, timing, loading); each stage is its own method
+(:meth:`Sam3Segmenter.preprocess`, :meth:`~Sam3Segmenter.encode_text`,
+:meth:`~Sam3Segmenter.forward`, :meth:`~Sam3Segmenter.postprocess`).
+``Sam3LiteTextModel`` checkpoints (MobileCLIP-sized text encoder, same processor) load
+through the same setting.
+"""
+
+import os
+from pathlib import Path
+from typing import Dict, Hashable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from transformers import Sam3LiteTextModel, Sam3Model, Sam3Processor
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
+
+from zs_perception.segmentation.base import Instance, Prompt, Segmenter
+from zs_perception.segmentation.device import StageTimer
+from zs_perception.segmentation.instances import mask_box
+from zs_perception.segmentation.loading import load_hf_model
+from zs_perception.segmentation.prompting import prompt_key
+from zs_perception.segmentation.torch_backend import token_limit_reason, TorchSegmenter
+
+DEFAULT_SAM3_MODEL = 'facebook/sam3'
+# config.json model_type -> model class. facebook/sam3 holds the image detector and the video
+# tracker in one checkpoint whose configuration is 'sam3_video'; Sam3Model reads its
+# detector part and ignores the tracker weights.
+SAM3_MODEL_TYPES = {
+    'sam3': Sam3Model,
+    'sam3_video': Sam3Model,
+    'sam3_lite_text': Sam3LiteTextModel,
+    'sam3_lite_text_video': Sam3LiteTextModel,
+}
+# Probability above which a mask pixel is on the object (post_process_instance_segmentation).
+MASK_THRESHOLD = 0.5
+# Default overlap (IoU) above which two masks of the same prompt are merged into one instance.
+DEFAULT_MERGE_IOU = 0.5
+# Candidate masks resized to the image per step (bounds memory when the threshold is low).
+_RESIZE_CHUNK = 32
+
+
+def peek_model_type(model: str) -> Optional[str]:
+    """Return the ``model_type`` in the ``config.json`` of a directory or a hub id.
+
+    A hub id is looked up in the local cache first, then (unless the hub is offline) on
+    the hub. ``None`` when it cannot be read; the loader then reports the problem with its
+    usual message.
+    """
+    from huggingface_hub import constants
+    from transformers import PretrainedConfig
+
+    name = os.path.expanduser(str(model).strip())
+    if not name:
+        return None
+    attempts = (True,) if Path(name).is_dir() or constants.HF_HUB_OFFLINE else (True, False)
+    for local_files_only in attempts:
+        try:
+            config, _ = PretrainedConfig.get_config_dict(name,
+                                                         local_files_only=local_files_only)
+            return config.get('model_type')
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def load_sam3(model: str, device: torch.device, dtype: torch.dtype,
+              allow_random_weights: bool = False):
+    """Load a SAM 3 (or SAM 3 LiteText) model and its ``Sam3Processor``.
+
+    Args:
+        model: a Hugging Face id (cache first, then the hub; default
+            :data:`DEFAULT_SAM3_MODEL`, gated: accept the licence on the hub first) or a
+            local directory.
+        device: where it runs.
+        dtype: its parameter dtype.
+        allow_random_weights: accept a directory marked as random weights.
+
+    Returns:
+        ``(model, processor)``, the model in eval mode on ``device``.
+
+    Raises:
+        ModelLoadError: as :func:`~zs_perception.segmentation.loading.load_hf_model`
+            (not found, not a SAM 3 checkpoint, random weights not allowed).
+
+    """
+    model_type = peek_model_type(model)
+    if model_type not in SAM3_MODEL_TYPES:
+        model_type = 'sam3'  # what the loader expects; it names what it found instead
+    return load_hf_model(SAM3_MODEL_TYPES[model_type], Sam3Processor, model,
+                         setting='sam3_model', default_id=DEFAULT_SAM3_MODEL,
+                         model_type=model_type, device=device, dtype=dtype,
+                         allow_random_weights=allow_random_weights)
+
+
+class Sam3Segmenter(TorchSegmenter):
+    """SAM 3 instances for text prompts: mask, box, score, label.
+
+    An instance's score is the model's instance score times its presence score (the
+    probability that the concept is in the image at all), as
+    ``post_process_instance_segmentation`` computes it; its mask is the query's mask
+    probability resized bilinearly to the input image and cut at :data:`MASK_THRESHOLD`.
+    Masks of the same prompt overlapping by more than ``merge_iou`` are merged (union,
+    highest score), since SAM 3's image path has no non-maximum suppression.
+
+    Args:
+        model: a loaded ``Sam3Model`` or ``Sam3LiteTextModel`` on ``device`` in ``dtype``.
+        processor: its ``Sam3Processor``.
+        device: where it runs.
+        dtype: the model's dtype.
+        threshold: smallest instance score kept, in ``[0, 1]``.
+        min_area_px: smallest mask kept, in pixels.
+        max_objects: most instances returned, highest score first.
+        merge_iou: masks of one prompt overlapping by more than this IoU are merged;
+            ``1.0`` merges nothing.
+
+    """
+
+    name = 'sam3'
+    THRESHOLDS = Segmenter.THRESHOLDS + ('merge_iou',)
+
+    def __init__(self, model: torch.nn.Module, processor: Sam3Processor, device: torch.device,
+                 dtype: torch.dtype, threshold: float = 0.4, min_area_px: int = 100,
+                 max_objects: int = 20, merge_iou: float = DEFAULT_MERGE_IOU):
+        super().__init__(device, threshold=threshold, min_area_px=min_area_px,
+                         max_objects=max_objects, merge_iou=merge_iou)
+        self.model = model
+        self.image_processor = processor.image_processor
+        self.tokenizer = processor.tokenizer
+        self.dtype = dtype
+        self.max_tokens = int(model.config.text_config.max_position_embeddings)
+        self._cache: Dict[Hashable, Tuple[torch.Tensor, torch.Tensor]] = {}
+        self._text: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+
+    @classmethod
+    def _load(cls, device, dtype, allow_random_weights, *, sam3_model: str = '',
+              **thresholds) -> Tuple['Sam3Segmenter', str]:
+        """Load SAM 3 or SAM 3 LiteText (``sam3_model`` empty: :data:`DEFAULT_SAM3_MODEL`)."""
+        name = str(sam3_model).strip() or DEFAULT_SAM3_MODEL
+        model, processor = load_sam3(name, device, dtype, allow_random_weights)
+        return cls(model, processor, device, dtype, **thresholds), \
+            f'{type(model).__name__} {name}'
+
+    def _truncation(self, text: str) -> Optional[str]:
+        """Phrases over the text encoder's 32 tokens are cut to fit."""
+        count = len(self.tokenizer(text, truncation=False)['input_ids'])
+        return token_limit_reason(count, self.max_tokens, 'SAM 3 text encoder', 'cut to fit')
+
+    def _encode_prompts(self, active: List[Prompt]) -> None:
+        """Encode the text prompts not cached (image prompts were dropped: SAM 3 takes text)."""
+        self._text = self.encode_text([prompt_key(p) for p in active], [p.text for p in active])
+
+    def encode_text(self, keys: Sequence[Hashable], texts: Sequence[str]
+                    ) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        """Text features of ``texts``, reusing the cached ones; forgets prompts not in ``keys``.
+
+        Args:
+            keys: one cache key per text (equal keys mean equal texts).
+            texts: the phrases.
+
+        Returns:
+            ``(features, mask)``: ``(N, 32, D)`` projected text features in the model dtype
+            and the ``(N, 32)`` ``int64`` attention mask, as ``Sam3Model.get_text_features``
+            and ``Sam3Processor`` (padding to 32 tokens) give them; ``None`` for no texts.
+
+        """
+        cache = {k: self._cache[k] for k in keys if k in self._cache}
+        new = {k: t for k, t in zip(keys, texts) if k not in cache}
+        if new:
+            tokens = self.tokenizer(list(new.values()), padding='max_length', truncation=True,
+                                    max_length=self.max_tokens, return_tensors='pt')
+            ids = tokens['input_ids'].to(self.device)
+            mask = tokens['attention_mask'].to(self.device)
+            features = self.model.get_text_features(input_ids=ids, attention_mask=mask)
+            cache.update(zip(new, zip(features.pooler_output, mask)))
+        self._cache = cache
+        if not keys:
+            return None
+        return (torch.stack([cache[k][0] for k in keys]),
+                torch.stack([cache[k][1] for k in keys]))
+
+    def preprocess(self, image: np.ndarray) -> torch.Tensor:
+        """Return ``(1, 3, S, S)`` pixels (resized, normalised) on the device in the model dtype.
+
+        Args:
+            image: ``(H, W, 3)`` ``uint8`` RGB.
+
+        """
+        x = torch.from_numpy(image).to(self.device).permute(2, 0, 1)
+        pixels = self.image_processor(images=x, return_tensors='pt')['pixel_values']
+        return pixels.to(self.device, self.dtype)
+
+    def encode_image(self, pixels: torch.Tensor) -> Sam3VisionEncoderOutput:
+        """Run the vision encoder once: the feature pyramid and its position encodings."""
+        return self.model.get_vision_features(pixel_values=pixels)
+
+    def forward(self, vision: Sam3VisionEncoderOutput, features: torch.Tensor,
+                mask: torch.Tensor):
+        """Decode all prompts in one batch over one image's vision features.
+
+        Args:
+            vision: :meth:`encode_image` of one image (batch 1).
+            features: ``(N, 32, D)`` text features (:meth:`encode_text`).
+            mask: ``(N, 32)`` their attention mask.
+
+        Returns:
+            The ``Sam3ImageSegmentationOutput`` of batch N (prompt i in row i): ``pred_logits``
+            ``(N, Q)``, ``presence_logits`` ``(N, 1)``, ``pred_boxes`` ``(N, Q, 4)``
+            normalised ``xyxy``, ``pred_masks`` ``(N, Q, h, w)`` logits.
+
+        """
+        count = features.shape[0]
+        expanded = Sam3VisionEncoderOutput(
+            last_hidden_state=vision.last_hidden_state,
+            fpn_hidden_states=tuple(x.expand(count, -1, -1, -1)
+                                    for x in vision.fpn_hidden_states),
+            fpn_position_encoding=tuple(x.expand(count, -1, -1, -1)
+                                        for x in vision.fpn_position_encoding))
+        return self.model(vision_embeds=expanded,
+                          text_embeds=BaseModelOutputWithPooling(pooler_output=features),
+                          attention_mask=mask)
+
+    def postprocess(self, outputs, height: int, width: int) -> List[Instance]:
+        """Turn the batched outputs into instances at the image's resolution.
+
+        Queries scoring (instance x presence) below ``threshold`` are dropped first; the
+        rest are taken best first, :data:`_RESIZE_CHUNK` at a time, so only the masks needed
+        are resized: a mask under ``min_area_px`` is dropped, one overlapping a kept mask of
+        its prompt by more than ``merge_iou`` is merged into it (union; the kept score), and
+        the rest become instances until there are ``max_objects``. Kept instances that the
+        unions made overlap by more than ``merge_iou`` are merged in turn, so no two
+        instances of a prompt overlap by more than that.
+
+        Args:
+            outputs: :meth:`forward`'s output for the active prompts.
+            height: input image height, pixels.
+            width: input image width, pixels.
+
+        Returns:
+            The instances, highest score first.
+
+        """
+        scores = outputs.pred_logits.float().sigmoid() * \
+            outputs.presence_logits.float().sigmoid()
+        prompt_index, query = torch.nonzero(scores >= self.threshold, as_tuple=True)
+        candidate_scores = scores[prompt_index, query]
+        order = torch.argsort(candidate_scores, descending=True)
+        limit = max(int(self.max_objects), 0)
+        min_area = max(int(self.min_area_px), 1)
+        kept: List[List] = []  # [score, prompt index, (H, W) bool mask on the device]
+        for start in range(0, order.numel(), _RESIZE_CHUNK):
+            if len(kept) >= limit:
+                break
+            chunk = order[start:start + _RESIZE_CHUNK]
+            probabilities = outputs.pred_masks[prompt_index[chunk], query[chunk]].float()
+            probabilities = torch.nn.functional.interpolate(
+                probabilities.sigmoid()[None], size=(height, width), mode='bilinear',
+                align_corners=False)[0]
+            masks = probabilities > MASK_THRESHOLD
+            areas = masks.flatten(1).sum(dim=1).tolist()
+            for k, area in enumerate(areas):
+                if len(kept) >= limit:
+                    break
+                if area < min_area:
+                    continue
+                index = int(prompt_index[chunk[k]])
+                target = self._merge_target(kept, index, masks[k], area)
+                if target is None:
+                    kept.append([float(candidate_scores[chunk[k]]), index, masks[k]])
+                else:
+                    target[2] = target[2] | masks[k]
+        kept = self._settle_merges(kept)
+        labels = self.prompts
+        instances = []
+        for score, index, mask in kept:
+            mask = mask.cpu().numpy()
+            instances.append(Instance(label=labels[index], prompt_index=index,
+                                      score=min(max(score, 0.0), 1.0), box=mask_box(mask),
+                                      mask=mask))
+        return instances
+
+    def _settle_merges(self, kept: List[List]) -> List[List]:
+        """Merge kept instances that a union made overlap by over ``merge_iou`` (best first)."""
+        merged = True
+        while merged and self.merge_iou < 1.0:
+            merged = False
+            for i, first in enumerate(kept):
+                target = self._merge_target(kept[:i], first[1], first[2], int(first[2].sum()))
+                if target is not None:
+                    target[2] = target[2] | first[2]
+                    del kept[i]
+                    merged = True
+                    break
+        return kept
+
+    def _merge_target(self, kept: List[List], index: int, mask: torch.Tensor,
+                      area: int) -> Optional[List]:
+        """Find the kept instance of prompt ``index`` that ``mask`` overlaps over ``merge_iou``."""
+        if self.merge_iou >= 1.0:
+            return None
+        for entry in kept:
+            if entry[1] != index:
+                continue
+            inter = int((entry[2] & mask).sum())
+            union = area + int(entry[2].sum()) - inter
+            if union > 0 and inter / union > self.merge_iou:
+                return entry
+        return None
+
+    def _segment(self, image: np.ndarray, timer: StageTimer) -> Tuple[List[Instance], None]:
+        features, mask = self._text
+        height, width = image.shape[:2]
+        with timer.stage('preprocess'):
+            pixels = self.preprocess(image)
+        with timer.stage('encode'):
+            vision = self.encode_image(pixels)
+        with timer.stage('decode'):
+            outputs = self.forward(vision, features, mask)
+        with timer.stage('postprocess'):
+            instances = self.postprocess(outputs, height, width)
+        return instances, None
