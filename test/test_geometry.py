@@ -376,11 +376,18 @@ def test_bad_inputs_raise_value_error():
     assert estimate_object_geometry(np.zeros((0, 480, 640), bool), depth, intr) == []
 
 
+SHIPPED = pathlib.Path(__file__).resolve().parent / 'data'
+
+
 def _real_frames():
+    """The shipped real RGB-D frames (test/data), plus those of ../shared/data when present."""
+    frames = {p.name: p for p in sorted(SHIPPED.iterdir()) if (p / 'camera_info.json').is_file()
+              and (p / 'depth.png').is_file()}
     index = DATA / 'index.json'
-    if not index.exists():
-        return []
-    return [DATA / entry['dir'] for entry in json.loads(index.read_text())['rgbd']]
+    if index.exists():
+        for entry in json.loads(index.read_text())['rgbd']:
+            frames.setdefault(pathlib.Path(entry['dir']).name, DATA / entry['dir'])
+    return list(frames.values())
 
 
 @pytest.mark.parametrize('frame', _real_frames(), ids=lambda p: p.name)
