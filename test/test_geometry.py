@@ -380,7 +380,7 @@ SHIPPED = pathlib.Path(__file__).resolve().parent / 'data'
 
 
 def _real_frames():
-    """The shipped real RGB-D frames (test/data), plus those of ../shared/data when present."""
+    """Return the shipped real RGB-D frames (test/data) and those of ../shared/data if present."""
     frames = {p.name: p for p in sorted(SHIPPED.iterdir()) if (p / 'camera_info.json').is_file()
               and (p / 'depth.png').is_file()}
     index = DATA / 'index.json'
