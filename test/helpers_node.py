@@ -22,6 +22,16 @@ from zs_perception.ros.qos import GOAL_QOS
 from zs_perception.testing.doubles import FixedMaskSegmenter  # noqa: F401 (the tests' double)
 
 
+def wait_until(predicate, timeout=10.0) -> bool:
+    """Poll ``predicate`` every 10 ms; return whether it became true within ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def rss_mb():
     """Peak resident set size of this process, MB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -3,7 +3,7 @@
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from helpers_node import FixedMaskSegmenter, Graph
+from helpers_node import FixedMaskSegmenter, Graph, wait_until as _wait
 import numpy as np
 import pytest
 import rclpy
@@ -23,15 +23,6 @@ from zs_perception.testing.scene import render_scene
 @pytest.fixture(scope='module')
 def scene():
     return render_scene(160, 120, seed=8)
-
-
-def _wait(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def test_volatile_goal_publisher_without_qos_warning_and_prompts_parameter(scene, capfd):

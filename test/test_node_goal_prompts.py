@@ -2,7 +2,7 @@
 
 import time
 
-from helpers_node import FixedMaskSegmenter, Graph
+from helpers_node import FixedMaskSegmenter, Graph, wait_until
 import numpy as np
 import pytest
 from rclpy.action import ActionClient
@@ -44,12 +44,7 @@ def _bgr_prompt(label, rgb):
 
 
 def _wait(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
+    return wait_until(predicate, timeout)
 
 
 def test_goal_prompts_reach_the_engine_and_label_the_objects(scene):
