@@ -116,8 +116,8 @@ def test_numba_kernels_give_what_their_python_source_gives(scenes):
         centred = points - points.mean(axis=0)
         _, vecs = np.linalg.eigh(centred.T @ centred)
         sub = np.ascontiguousarray(centred[::10])
-        _assert_same([_box_fit.fit_box_axes(sub, vecs)],
-                     [_box_fit.fit_box_axes.py_func(sub, vecs)])
+        _assert_same([_box_fit.fit_box_axes(sub, vecs, 0, 6)],
+                     [_box_fit.fit_box_axes.py_func(sub, vecs, 0, 6)])
         u, v = sub[:, 0].copy(), sub[:, 1].copy()
         hull = _box_fit.convex_hull(u, v)
         _assert_same([hull], [_box_fit.convex_hull.py_func(u, v)])
@@ -139,9 +139,9 @@ def test_numba_kernels_give_what_their_python_source_gives(scenes):
                      _measure.measure.py_func(points, 0.005, 0.001))
         # The box axes found do not depend on the signs of the starting axes.
         for signs in ((1, 1, -1), (1, -1, 1), (-1, 1, 1)):
-            flipped = _box_fit.fit_box_axes(sub, vecs * np.array(signs, float))
+            flipped = _box_fit.fit_box_axes(sub, vecs * np.array(signs, float), 0, 6)
             np.testing.assert_allclose(np.abs(flipped),
-                                       np.abs(_box_fit.fit_box_axes(sub, vecs)), atol=1e-9)
+                                       np.abs(_box_fit.fit_box_axes(sub, vecs, 0, 6)), atol=1e-9)
 
 
 def test_symmetric_eigen_decomposition_matches_lapack():

@@ -64,8 +64,8 @@ def convex_hull(u, v):
     return hull[:size].copy()
 
 
-@njit('f8[:, :](f8[:, :], f8[:, :])', cache=True, nogil=True)
-def fit_box_axes(points, axes):
+@njit('f8[:, :](f8[:, :], f8[:, :], i8, i8)', cache=True, nogil=True)
+def fit_box_axes(points, axes, first_step, end_step):
     """Turn principal axes into the axes of the box whose faces the points lie on.
 
     The principal axes of a box's *visible* surface are tilted by the faces the camera does
@@ -74,12 +74,13 @@ def fit_box_axes(points, axes):
     (and the current orientation): it keeps the one whose sides the points hug best (least
     mean distance from each point to the nearest side; a minimum-area rectangle would be
     ambiguous for the L-shaped section of a box seen on two faces). The three planes are
-    visited twice; the second visit only tries hull edges within ``_REFINE_DEG`` of the
-    first visit's answer.
+    visited twice (steps 0-2, then 3-5); the second visit only tries hull edges within
+    ``_REFINE_DEG`` of the first visit's answer.
 
     Args:
         points: ``(n, 3)`` centred points (the caller strides them to ``AXIS_FIT_POINTS``).
         axes: ``(3, 3)`` columns = the starting axes.
+        first_step, end_step: the steps run, ``range(first_step, end_step)`` of ``0..5``.
 
     Returns:
         ``(3, 3)`` the turned axes (a new array).
@@ -89,7 +90,7 @@ def fit_box_axes(points, axes):
     n = points.shape[0]
     u, v = np.empty(n), np.empty(n)
     refine = np.radians(_REFINE_DEG)
-    for step in range(6):
+    for step in range(first_step, end_step):
         i, j = (0, 1, 0)[step % 3], (1, 2, 2)[step % 3]
         for k in range(n):
             x, y, z = points[k, 0], points[k, 1], points[k, 2]
@@ -138,16 +139,26 @@ def box_residual(local, lo, hi):
     return np.median(dist)
 
 
+@njit('f8(f8[:, :], f8[:, :], f8)', cache=True, nogil=True)
+def _residual(centred, axes, trim):
+    """``box_residual`` of the points ``centred`` ``(n, 3)`` in the trimmed box on ``axes``."""
+    local = project(centred, axes)
+    lo, hi = trimmed_range(local, trim)
+    return box_residual(local, lo, hi)
+
+
 @njit('Tuple((f8[:, :], f8[:], f8[:]))(f8[:, :], f8[:, :], f8)', cache=True, nogil=True)
 def oriented_box(centred, axes, trim):
     """Fit the box the centred points hug: axes turned onto its faces, trimmed extents.
 
     The hug objective can have two close minima (flying pixels or an eroded rim tilt the
     principal axes toward the wrong one), so the fit also starts from the starting axes
-    turned by 45 degrees about each of them, and keeps the answer whose box the points lie
-    on best (least median distance to its surface, ``box_residual``) when that is under
-    ``_SWITCH_SHARE`` of the first answer's (near ties keep the first: a thin book's box fits
-    about as well turned, and the principal axes are the better start there).
+    turned by 45 degrees about each of them. A turned start gets the first visit of the
+    three planes only, and replaces the given start's full fit when its box residual
+    (median distance to the box surface, ``box_residual``) is under ``_SWITCH_SHARE`` of
+    that fit's (near ties keep the given start: a thin book's box fits about as well
+    turned, and the principal axes are the better start there); it then gets the second
+    visit too.
 
     Args:
         centred: ``(n, 3)`` points minus their mean, metres.
@@ -161,19 +172,20 @@ def oriented_box(centred, axes, trim):
     """
     sample = centred[::-(-centred.shape[0] // AXIS_FIT_POINTS)]
     half = np.sqrt(0.5)
-    best_res = np.inf
-    best_axes, best_lo, best_hi = axes.copy(), np.zeros(3), np.zeros(3)
-    for start in range(4):  # as given, then turned 45 deg about axis 0, 1, 2
+    best = fit_box_axes(sample, axes, 0, 6)
+    best_res = _residual(centred, best, trim)
+    switched = False
+    for start in range(3):  # turned 45 deg about axis 0, 1, 2
+        i, j = (1, 0, 0)[start], (2, 2, 1)[start]
         begin = axes.copy()
-        if start > 0:
-            i, j = (1, 0, 0)[start - 1], (2, 2, 1)[start - 1]
-            begin[:, i] = half * (axes[:, i] + axes[:, j])
-            begin[:, j] = half * (axes[:, j] - axes[:, i])
-        turned = fit_box_axes(sample, begin)
-        local = project(centred, turned)
-        lo, hi = trimmed_range(local, trim)
-        res = box_residual(local, lo, hi)
-        if start == 0 or res < _SWITCH_SHARE * best_res:
-            best_res, best_axes, best_lo, best_hi = res, turned, lo, hi
-    order = np.argsort(best_lo - best_hi, kind='mergesort')  # longest first
-    return best_axes[:, order].copy(), best_lo[order], best_hi[order]
+        begin[:, i] = half * (axes[:, i] + axes[:, j])
+        begin[:, j] = half * (axes[:, j] - axes[:, i])
+        turned = fit_box_axes(sample, begin, 0, 3)
+        res = _residual(centred, turned, trim)
+        if res < _SWITCH_SHARE * best_res:
+            best_res, best, switched = res, turned, True
+    if switched:
+        best = fit_box_axes(sample, best, 3, 6)
+    lo, hi = trimmed_range(project(centred, best), trim)
+    order = np.argsort(lo - hi, kind='mergesort')  # longest first
+    return best[:, order].copy(), lo[order], hi[order]

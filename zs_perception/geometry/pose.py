@@ -16,7 +16,6 @@ than its diameter).
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-import functools
 import os
 from typing import List, Optional, Sequence, Union
 
@@ -263,17 +262,6 @@ def rotation_to_quaternion(rot: np.ndarray) -> np.ndarray:
     return quaternion(np.ascontiguousarray(rot, dtype=np.float64))
 
 
-@functools.lru_cache(maxsize=32)
-def _disk(radius: int) -> np.ndarray:
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
-
-
-def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-    if radius <= 0:
-        return mask.copy()
-    return cv2.dilate(mask.view(np.uint8), _disk(radius)).view(bool)
-
-
 def _touches_border(mask: np.ndarray) -> bool:
     x, y, bw, bh = cv2.boundingRect(np.ascontiguousarray(mask).view(np.uint8))
     h, w = mask.shape
@@ -304,6 +292,8 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
             f'no valid depth in mask (none in [{min_depth_m:g}, {max_depth_m:g}] m)',
             truncated=truncated)
     inscribed = cv2.distanceTransform(inside.view(np.uint8), cv2.DIST_L2, 3)
+    # Distance (px) of every window pixel to the mask: the grow band and the plane ring.
+    outside = cv2.distanceTransform((~inside).view(np.uint8), cv2.DIST_L2, 3)
     if inscribed.max() < 1.5:
         return ObjectGeometry.without_pose(
             'degenerate mask (under 3 pixels wide: a line or scattered pixels)', 0,
@@ -321,7 +311,8 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
     x0, y0 = (v0 - intr.cx) / intr.fx, (w0 - intr.cy) / intr.fy
     xs, ys = 1.0 / intr.fx, 1.0 / intr.fy
     slope = np.tan(np.radians(_points.MAX_SLOPE_DEG)) / min(intr.fx, intr.fy)
-    planes, height = _support_planes(depth_in, inside, core, ring_px, x0, y0, xs, ys,
+    ring = (outside > _RING_INNER_PX + 0.5) & (outside <= ring_px + 0.5)
+    planes, height = _support_planes(depth_in, ring, core, x0, y0, xs, ys,
                                      min_depth_m, max_depth_m, sigma, z_ref)
     if sigma > _DENOISE_MIN_SIGMA_M:
         # Never average across the object's height over its support plane (a book on a
@@ -330,7 +321,7 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
                                    min(3.0 * sigma, 0.5 * height))
         sigma = max(_DENOISED_SHARE * sigma, _points.NOISE_FLOOR_M * z_ref ** 2)
         measured *= _DENOISED_SHARE
-    candidate = _dilate(inside, grow_px)
+    candidate = outside <= grow_px + 0.5
     gone = _points.background(depth_in, candidate, x0, y0, xs, ys, min_depth_m, max_depth_m,
                               sigma, z_ref, planes)
     kept = _points.link_surface(depth_in, candidate & ~gone, seeds & ~gone, sigma, z_ref,
@@ -427,9 +418,9 @@ def _longest_first(rotation, extents, position):
     return orient(np.ascontiguousarray(rotation[:, order]), position), extents[order]
 
 
-def _support_planes(depth, inside, core, ring_px, x0, y0, xs, ys, min_depth, max_depth,
+def _support_planes(depth, ring, core, x0, y0, xs, ys, min_depth, max_depth,
                     sigma, z_ref) -> np.ndarray:
-    """Up to two planes fitted on the ring around the mask that the object stands before.
+    """Up to two planes fitted on the ``ring`` around the mask that the object stands before.
 
     Returns:
         ``(planes, height)``: ``(k, 4)`` planes ``nx, ny, nz, d`` (signed distance positive
@@ -439,7 +430,6 @@ def _support_planes(depth, inside, core, ring_px, x0, y0, xs, ys, min_depth, max
         without a plane).
 
     """
-    ring = _dilate(inside, ring_px) & ~_dilate(inside, _RING_INNER_PX)
     ring_points = _points.window_points(depth, ring, x0, y0, xs, ys, min_depth, max_depth,
                                         _points._RANSAC_POINTS)
     core_points = _points.window_points(depth, core, x0, y0, xs, ys, min_depth, max_depth,
