@@ -425,15 +425,39 @@ def outline(depth, kept, row0, col0, height, width, sigma_ref, z_ref,
     return counts
 
 
-@njit('b1[:, :](f4[:, :], b1[:, :], f8, f8)', cache=True, nogil=True)
-def peel_flying(depth, kept, sigma_ref, z_ref):
+@njit('b1(f4[:, :], b1[:, :], i8, i8, f8, f8)', cache=True, nogil=True)
+def _flying(depth, kept, r, c, sigma_ref, z_ref):
+    """Whether kept outline pixel ``(r, c)`` is a flying pixel (see :func:`peel_flying`)."""
+    rows, cols = depth.shape
+    z = depth[r, c]
+    tol = FLYING_SIGMAS * np.sqrt(6.0) * sigma_ref * (z / z_ref) ** 2
+    tried = False
+    for dr in range(-1, 2):
+        for dc in range(-1, 2):
+            if dr == 0 and dc == 0:
+                continue
+            r1, c1, r2, c2 = r + dr, c + dc, r + 2 * dr, c + 2 * dc
+            if r2 < 0 or r2 >= rows or c2 < 0 or c2 >= cols:
+                continue
+            if not (kept[r1, c1] and kept[r2, c2]):
+                continue
+            tried = True
+            if abs(z - (2.0 * depth[r1, c1] - depth[r2, c2])) <= tol:
+                return False
+    return tried
+
+
+@njit('b1[:, :](f4[:, :], b1[:, :], f8, f8, i8)', cache=True, nogil=True)
+def peel_flying(depth, kept, sigma_ref, z_ref, passes):
     """Drop the kept outline pixels whose depth the surface behind them does not continue.
 
     Mixed ("flying") pixels at a depth edge lie between the object and what is behind it,
     often within the linking gap. An outline pixel (a non-kept 8-neighbour) stays when,
     along at least one of the 8 directions, the two kept pixels behind it extrapolate
     linearly to its depth within ``FLYING_SIGMAS`` deviations of that extrapolation's noise
-    (``sqrt(6)`` times the depth noise); one with no such pair stays too.
+    (``sqrt(6)`` times the depth noise); one with no such pair stays too. Each of the
+    ``passes`` peels one layer, judged on what the layer before left; after the first, only
+    the pixels within 2 of a peeled one can change and only they are looked at again.
 
     Returns:
         ``(r, c)`` ``bool`` the kept pixels left (a new array).
@@ -441,25 +465,37 @@ def peel_flying(depth, kept, sigma_ref, z_ref):
     """
     rows, cols = depth.shape
     out = kept.copy()
+    peeled = np.empty(rows * cols, np.int64)
+    n_peeled = 0
     for r in range(rows):
         for c in range(cols):
-            if not on_outline(kept, r, c):
-                continue
-            z = depth[r, c]
-            tol = FLYING_SIGMAS * np.sqrt(6.0) * sigma_ref * (z / z_ref) ** 2
-            tried, fits = False, False
-            for dr in range(-1, 2):
-                for dc in range(-1, 2):
-                    if dr == 0 and dc == 0:
-                        continue
-                    r1, c1, r2, c2 = r + dr, c + dc, r + 2 * dr, c + 2 * dc
-                    if r2 < 0 or r2 >= rows or c2 < 0 or c2 >= cols:
-                        continue
-                    if not (kept[r1, c1] and kept[r2, c2]):
-                        continue
-                    tried = True
-                    if abs(z - (2.0 * depth[r1, c1] - depth[r2, c2])) <= tol:
-                        fits = True
-            if tried and not fits:
-                out[r, c] = False
+            if on_outline(kept, r, c) and _flying(depth, kept, r, c, sigma_ref, z_ref):
+                peeled[n_peeled] = r * cols + c
+                n_peeled += 1
+    for k in range(n_peeled):
+        out[peeled[k] // cols, peeled[k] % cols] = False
+    seen = np.zeros((rows, cols), np.bool_)
+    for _ in range(passes - 1):
+        if n_peeled == 0:
+            break
+        before = out.copy()
+        look = np.empty(25 * n_peeled, np.int64)
+        n_look = 0
+        for k in range(n_peeled):
+            r, c = peeled[k] // cols, peeled[k] % cols
+            for rr in range(max(0, r - 2), min(rows, r + 3)):
+                for cc in range(max(0, c - 2), min(cols, c + 3)):
+                    if before[rr, cc] and not seen[rr, cc]:
+                        seen[rr, cc] = True
+                        look[n_look] = rr * cols + cc
+                        n_look += 1
+        n_peeled = 0
+        for k in range(n_look):
+            r, c = look[k] // cols, look[k] % cols
+            seen[r, c] = False
+            if on_outline(before, r, c) and _flying(depth, before, r, c, sigma_ref, z_ref):
+                peeled[n_peeled] = look[k]
+                n_peeled += 1
+        for k in range(n_peeled):
+            out[peeled[k] // cols, peeled[k] % cols] = False
     return out

@@ -317,7 +317,9 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
     if sigma > _DENOISE_MIN_SIGMA_M:
         # Never average across the object's height over its support plane (a book on a
         # table), so the table around a bleeding mask stays on the plane.
-        depth_in = _points.denoise(depth_in, np.ones_like(inside), _DENOISE_HALF_WINDOW,
+        # Only where the later steps read depth: the grow band and the occlusion search.
+        near = outside <= grow_px + _OCCLUSION_RADIUS_PX + 1.5
+        depth_in = _points.denoise(depth_in, near, _DENOISE_HALF_WINDOW,
                                    min(3.0 * sigma, 0.5 * height))
         sigma = max(_DENOISED_SHARE * sigma, _points.NOISE_FLOOR_M * z_ref ** 2)
         measured *= _DENOISED_SHARE
@@ -326,8 +328,7 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
                               sigma, z_ref, planes)
     kept = _points.link_surface(depth_in, candidate & ~gone, seeds & ~gone, sigma, z_ref,
                                 slope, min_share)
-    for _ in range(_FLYING_PASSES):
-        kept = _points.peel_flying(depth_in, kept, sigma, z_ref)
+    kept = _points.peel_flying(depth_in, kept, sigma, z_ref, _FLYING_PASSES)
     points = _points.window_points(depth_in, kept, x0, y0, xs, ys, min_depth_m, max_depth_m,
                                    max_points)[:, :3]
     if len(points) < min_points:
