@@ -29,6 +29,14 @@ _BRIDGE_PX = 3
 # RANSAC iterations and the most ring points a support plane is fitted on.
 _RANSAC_ITERATIONS = 60
 _RANSAC_POINTS = 400
+# The most core points a support plane is checked against; a plane needs this share of the
+# ring's points.
+_CORE_POINTS = 400
+_PLANE_MIN_SHARE = 0.15
+# The least height (m) of the object's core over a plane for the plane to be its support.
+_MIN_HEIGHT_M = 0.003
+# The most of the core that may lie behind a support plane (noise, a rim of background).
+_BEHIND_SHARE = 0.05
 
 
 def mask_roi_in_depth(mask, depth_shape):
@@ -40,24 +48,96 @@ def mask_roi_in_depth(mask, depth_shape):
         depth_shape: ``(h, w)`` of the depth image.
 
     Returns:
-        ``(roi, row0, col0)``: ``(r, c)`` ``bool`` mask on depth pixels
-        ``[row0:row0 + r, col0:col0 + c]``, or ``None`` for an empty mask.
+        ``(roi, row0, col0, rect)``: ``(r, c)`` ``bool`` mask on depth pixels
+        ``[row0:row0 + r, col0:col0 + c]`` and the mask's bounding rectangle ``(x, y,
+        width, height)`` in its own pixels, or ``None`` for an empty mask.
 
     """
     mask_u8 = np.ascontiguousarray(mask).view(np.uint8)
-    x, y, bw, bh = cv2.boundingRect(mask_u8)
+    rect = cv2.boundingRect(mask_u8)
+    x, y, bw, bh = rect
     if bw == 0 or bh == 0:
         return None
     mh, mw = mask.shape
     h, w = depth_shape
     if (mh, mw) == (h, w):
-        return mask[y:y + bh, x:x + bw], y, x
+        return mask[y:y + bh, x:x + bw], y, x, rect
     sy, sx = h / mh, w / mw  # depth pixels per mask pixel
     r0, r1 = int(np.floor(y * sy)), min(h, int(np.ceil((y + bh) * sy)))
     c0, c1 = int(np.floor(x * sx)), min(w, int(np.ceil((x + bw) * sx)))
     rows = np.minimum(((np.arange(r0, r1) + 0.5) / sy).astype(np.intp), mh - 1)
     cols = np.minimum(((np.arange(c0, c1) + 0.5) / sx).astype(np.intp), mw - 1)
-    return mask[np.ix_(rows, cols)], r0, c0
+    return mask[np.ix_(rows, cols)], r0, c0, rect
+
+
+@njit('Tuple((f4[:, :], b1[:, :], b1[:, :], b1[:, :], b1[:, :], b1[:, :], f8, i8, i8, f8))'
+      '(f4[:, :], b1[:, :], f4[:, :], f4[:, :], f8, f8, i8, f8, f8, f8, f8)',
+      cache=True, nogil=True)
+def window_regions(depth, inside, inscribed, outside, min_depth, max_depth, seed_px,
+                   grow_px, ring_inner_px, ring_px, near_px):
+    """The depth and the pixel regions of one mask's window, in one pass.
+
+    Args:
+        depth: ``(r, c)`` ``float32`` metres of the window.
+        inside: ``(r, c)`` the mask.
+        inscribed, outside: ``(r, c)`` ``float32`` distances (px) of each pixel to the
+            nearest pixel outside / inside the mask (``cv2.distanceTransform``).
+        min_depth, max_depth: valid depth range (m).
+        seed_px: the core lies this far inside the mask (at most half the largest
+            inscribed distance); 0 makes the whole mask the core.
+        grow_px, ring_inner_px, ring_px, near_px: distances (px) outside the mask bounding
+            the grow band (``<= grow_px``), the plane ring (``ring_inner_px < d <=
+            ring_px``) and the region whose depth later steps read (``<= near_px``).
+
+    Returns:
+        ``(depth_in, seeds, core, ring, near, candidate, z_ref, n_mask, n_valid,
+        widest)``: the depth with NaN out of range, the core before and after dropping
+        pixels without depth (the whole mask's valid pixels when none is left), the ring,
+        the read region, the grow band with the mask, the core's median depth (m; NaN
+        without one), the mask's pixel count and those with a valid depth, and the
+        largest inscribed distance (px).
+
+    """
+    rows, cols = depth.shape
+    widest = 0.0
+    for r in range(rows):
+        for c in range(cols):
+            widest = max(widest, inscribed[r, c])
+    thr = min(seed_px, 0.5 * widest) if seed_px > 0 else 0.0
+    depth_in = np.empty((rows, cols), np.float32)
+    seeds = np.zeros((rows, cols), np.bool_)
+    core = np.zeros((rows, cols), np.bool_)
+    ring = np.zeros((rows, cols), np.bool_)
+    near = np.zeros((rows, cols), np.bool_)
+    candidate = np.zeros((rows, cols), np.bool_)
+    core_depth = np.empty(rows * cols)
+    n_core, n_mask, n_valid = 0, 0, 0
+    for r in range(rows):
+        for c in range(cols):
+            z = depth[r, c]
+            ok = min_depth <= z <= max_depth
+            depth_in[r, c] = z if ok else np.nan
+            d = outside[r, c]
+            ring[r, c] = ring_inner_px < d <= ring_px
+            near[r, c] = d <= near_px
+            candidate[r, c] = d <= grow_px
+            if inside[r, c]:
+                n_mask += 1
+                n_valid += ok
+                seeds[r, c] = seed_px == 0 or inscribed[r, c] >= thr
+                if seeds[r, c] and ok:
+                    core[r, c] = True
+                    core_depth[n_core] = z
+                    n_core += 1
+    if n_core == 0:
+        for r in range(rows):
+            for c in range(cols):
+                if inside[r, c] and min_depth <= depth[r, c] <= max_depth:
+                    core[r, c] = True
+                    core_depth[n_core] = depth[r, c]
+                    n_core += 1
+    z_ref = np.median(core_depth[:n_core]) if n_core else np.nan
+    return depth_in, seeds, core, ring, near, candidate, z_ref, n_mask, n_valid, widest
 
 
 @njit('f8(f4[:, :], b1[:, :])', cache=True, nogil=True)
@@ -225,6 +305,60 @@ def fit_plane(points, tolerance, seed):
         dist = best[0] * points[k, 0] + best[1] * points[k, 1] + best[2] * points[k, 2] + best[3]
         best_in[k] = abs(dist) <= tolerance[k]
     return best, best_in
+
+
+@njit('Tuple((f8[:, :], f8))(f4[:, :], b1[:, :], b1[:, :], f8, f8, f8, f8, f8, f8, f8, f8)',
+      cache=True, nogil=True)
+def support_planes(depth, ring, core, x0, y0, x_step, y_step, min_depth, max_depth,
+                   sigma_ref, z_ref):
+    """Up to two planes fitted on the ``ring`` around the mask that the object stands before.
+
+    RANSAC (:func:`fit_plane`) on at most ``_RANSAC_POINTS`` ring points, then again on the
+    ring points off the first plane. A plane needs ``_PLANE_MIN_SHARE`` of the ring's
+    points; it is a support (or background) plane when the median of the ``core`` points
+    is more than the noise deviation (at least ``_MIN_HEIGHT_M``) in front of it and at
+    most ``_BEHIND_SHARE`` of them are behind it by more than its tolerance (the top of a
+    box in front of the object is no support). Tolerances: ``PLANE_SIGMAS`` deviations of
+    the depth noise ``sigma_ref * (z / z_ref) ** 2``.
+
+    Returns:
+        ``(planes, height)``: ``(k, 4)`` planes ``nx, ny, nz, d`` (signed distance positive
+        toward the camera) and the least median height (m) of the core over them (inf
+        without a plane).
+
+    """
+    ring_points = window_points(depth, ring, x0, y0, x_step, y_step, min_depth, max_depth,
+                                _RANSAC_POINTS)
+    core_points = window_points(depth, core, x0, y0, x_step, y_step, min_depth, max_depth,
+                                _CORE_POINTS)
+    n_core = core_points.shape[0]
+    planes = np.zeros((2, 4))
+    n_planes = 0
+    height = np.inf
+    rest = ring_points
+    ahead = np.empty(n_core)
+    for attempt in range(2):
+        if rest.shape[0] < 20:
+            break
+        tol = PLANE_SIGMAS * sigma_ref * (rest[:, 2] / z_ref) ** 2
+        plane, inliers = fit_plane(rest, tol, attempt)
+        if not np.all(np.isfinite(plane)) or (np.count_nonzero(inliers)
+                                              < _PLANE_MIN_SHARE * ring_points.shape[0]):
+            break
+        behind = 0
+        for k in range(n_core):
+            ahead[k] = (plane[0] * core_points[k, 0] + plane[1] * core_points[k, 1]
+                        + plane[2] * core_points[k, 2] + plane[3])
+            if ahead[k] < -PLANE_SIGMAS * sigma_ref * (core_points[k, 2] / z_ref) ** 2:
+                behind += 1
+        if n_core:
+            median = np.median(ahead)
+            if median > max(sigma_ref, _MIN_HEIGHT_M) and behind <= _BEHIND_SHARE * n_core:
+                planes[n_planes] = plane
+                n_planes += 1
+                height = min(height, median)
+        rest = rest[~inliers]
+    return planes[:n_planes].copy(), height
 
 
 @njit('b1[:, :](f4[:, :], b1[:, :], f8, f8, f8, f8, f8, f8, f8, f8, f8[:, :])',

@@ -33,14 +33,8 @@ STATUS_OK = 'ok'
 _DENOISE_MIN_SIGMA_M = 0.001
 _DENOISE_HALF_WINDOW = 2
 _DENOISED_SHARE = 0.5
-# The support-plane ring: from _RING_INNER_PX to ring_px pixels outside the mask; a plane
-# needs this share of the ring's points.
+# The support-plane ring: from _RING_INNER_PX to ring_px pixels outside the mask.
 _RING_INNER_PX = 3
-_PLANE_MIN_SHARE = 0.15
-# The least height (m) of the object's core over a plane for the plane to be its support.
-_MIN_HEIGHT_M = 0.003
-# The most of the core that may lie behind a support plane (noise, a rim of background).
-_BEHIND_SHARE = 0.05
 # Layers of mixed depth pixels at the outline that may be peeled off.
 _FLYING_PASSES = 2
 # Noise deviations (at the trimmed percentile) each end of an extent is widened by.
@@ -262,9 +256,10 @@ def rotation_to_quaternion(rot: np.ndarray) -> np.ndarray:
     return quaternion(np.ascontiguousarray(rot, dtype=np.float64))
 
 
-def _touches_border(mask: np.ndarray) -> bool:
-    x, y, bw, bh = cv2.boundingRect(np.ascontiguousarray(mask).view(np.uint8))
-    h, w = mask.shape
+def _touches_border(rect, shape) -> bool:
+    """Whether a mask's bounding rectangle ``(x, y, width, height)`` reaches the border."""
+    x, y, bw, bh = rect
+    h, w = shape
     b = TRUNCATED_BORDER_PX
     return bool(bw and (x <= b or y <= b or x + bw >= w - b or y + bh >= h - b))
 
@@ -274,8 +269,8 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
     found = _points.mask_roi_in_depth(mask, depth_m.shape)
     if found is None:
         return ObjectGeometry.without_pose('empty mask')
-    truncated = _touches_border(mask)
-    roi, r0, c0 = found
+    roi, r0, c0, rect = found
+    truncated = _touches_border(rect, mask.shape)
     h, w = depth_m.shape
     # A window around the mask that holds the grow band and the support-plane ring.
     pad = max(grow_px, ring_px) + 1
@@ -284,53 +279,47 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
     inside = np.zeros((w1 - w0, v1 - v0), bool)
     inside[r0 - w0:r0 - w0 + roi.shape[0], c0 - v0:c0 - v0 + roi.shape[1]] = roi
     depth = np.ascontiguousarray(depth_m[w0:w1, v0:v1])
-    valid = (depth >= min_depth_m) & (depth <= max_depth_m)
-    n_mask = int(np.count_nonzero(inside))
-    valid_fraction = np.count_nonzero(valid & inside) / n_mask
-    if not np.any(valid & inside):
-        return ObjectGeometry.without_pose(
-            f'no valid depth in mask (none in [{min_depth_m:g}, {max_depth_m:g}] m)',
-            truncated=truncated)
     inscribed = cv2.distanceTransform(inside.view(np.uint8), cv2.DIST_L2, 3)
     # Distance (px) of every window pixel to the mask: the grow band and the plane ring.
     outside = cv2.distanceTransform((~inside).view(np.uint8), cv2.DIST_L2, 3)
-    if inscribed.max() < 1.5:
+    (depth_in, seeds, core, ring, near, candidate, z_ref, n_mask, n_valid,
+     widest) = _points.window_regions(
+        depth, inside, inscribed, outside, min_depth_m, max_depth_m,
+        2 * erode_px + 1 if erode_px else 0, grow_px + 0.5, _RING_INNER_PX + 0.5,
+        ring_px + 0.5, grow_px + _OCCLUSION_RADIUS_PX + 1.5)
+    valid_fraction = n_valid / n_mask
+    if n_valid == 0:
+        return ObjectGeometry.without_pose(
+            f'no valid depth in mask (none in [{min_depth_m:g}, {max_depth_m:g}] m)',
+            truncated=truncated)
+    if widest < 1.5:
         return ObjectGeometry.without_pose(
             'degenerate mask (under 3 pixels wide: a line or scattered pixels)', 0,
             valid_fraction, truncated=truncated)
-    depth_in = np.where(valid, depth, np.float32(np.nan))
-    seeds = inside if erode_px == 0 else (
-        inscribed >= min(2 * erode_px + 1, 0.5 * inscribed.max()))
-    core = seeds & valid
-    if not core.any():
-        core = inside & valid
-    z_ref = float(np.median(depth_in[core]))
     # Per-object noise model: sigma(z) = sigma_ref * (z / z_ref) ** 2, with a floor.
     measured = _points.depth_noise(depth_in, core)
     sigma = max(measured, _points.NOISE_FLOOR_M * z_ref ** 2)
     x0, y0 = (v0 - intr.cx) / intr.fx, (w0 - intr.cy) / intr.fy
     xs, ys = 1.0 / intr.fx, 1.0 / intr.fy
     slope = np.tan(np.radians(_points.MAX_SLOPE_DEG)) / min(intr.fx, intr.fy)
-    ring = (outside > _RING_INNER_PX + 0.5) & (outside <= ring_px + 0.5)
-    planes, height = _support_planes(depth_in, ring, core, x0, y0, xs, ys,
-                                     min_depth_m, max_depth_m, sigma, z_ref)
+    planes, height = _points.support_planes(depth_in, ring, core, x0, y0, xs, ys,
+                                            min_depth_m, max_depth_m, sigma, z_ref)
     if sigma > _DENOISE_MIN_SIGMA_M:
         # Never average across the object's height over its support plane (a book on a
         # table), so the table around a bleeding mask stays on the plane.
-        # Only where the later steps read depth: the grow band and the occlusion search.
-        near = outside <= grow_px + _OCCLUSION_RADIUS_PX + 1.5
+        # Only where the later steps read depth (near): the grow band and the occlusion
+        # search.
         depth_in = _points.denoise(depth_in, near, _DENOISE_HALF_WINDOW,
                                    min(3.0 * sigma, 0.5 * height))
         sigma = max(_DENOISED_SHARE * sigma, _points.NOISE_FLOOR_M * z_ref ** 2)
         measured *= _DENOISED_SHARE
-    candidate = outside <= grow_px + 0.5
     gone = _points.background(depth_in, candidate, x0, y0, xs, ys, min_depth_m, max_depth_m,
                               sigma, z_ref, planes)
     kept = _points.link_surface(depth_in, candidate & ~gone, seeds & ~gone, sigma, z_ref,
                                 slope, min_share)
     kept = _points.peel_flying(depth_in, kept, sigma, z_ref, _FLYING_PASSES)
     points = _points.window_points(depth_in, kept, x0, y0, xs, ys, min_depth_m, max_depth_m,
-                                   max_points)[:, :3]
+                                   max_points)[:, :3].copy()
     if len(points) < min_points:
         return ObjectGeometry.without_pose(
             f'too few points ({len(points)} < {min_points})', len(points), valid_fraction,
@@ -417,42 +406,3 @@ def _longest_first(rotation, extents, position):
     if np.array_equal(order, np.arange(3)):
         return rotation, extents
     return orient(np.ascontiguousarray(rotation[:, order]), position), extents[order]
-
-
-def _support_planes(depth, ring, core, x0, y0, xs, ys, min_depth, max_depth,
-                    sigma, z_ref) -> np.ndarray:
-    """Up to two planes fitted on the ``ring`` around the mask that the object stands before.
-
-    Returns:
-        ``(planes, height)``: ``(k, 4)`` planes ``nx, ny, nz, d`` (signed distance positive
-        toward the camera) with the core's median point more than the noise
-        deviation (at least ``_MIN_HEIGHT_M``) in front and at most ``_BEHIND_SHARE`` of
-        it behind, and the least median height (m) of the core over them (inf
-        without a plane).
-
-    """
-    ring_points = _points.window_points(depth, ring, x0, y0, xs, ys, min_depth, max_depth,
-                                        _points._RANSAC_POINTS)
-    core_points = _points.window_points(depth, core, x0, y0, xs, ys, min_depth, max_depth,
-                                        400)
-    planes = []
-    height = np.inf
-    rest = ring_points
-    for attempt in range(2):
-        if len(rest) < 20:
-            break
-        tol = _points.PLANE_SIGMAS * sigma * (rest[:, 2] / z_ref) ** 2
-        plane, inliers = _points.fit_plane(np.ascontiguousarray(rest[:, :3]), tol, attempt)
-        if not np.isfinite(plane).all() or inliers.sum() < _PLANE_MIN_SHARE * len(ring_points):
-            break
-        ahead = core_points[:, :3] @ plane[:3] + plane[3]
-        tol_core = _points.PLANE_SIGMAS * sigma * (core_points[:, 2] / z_ref) ** 2
-        # The core stands in front of the plane by more than its noise (a median of many
-        # points is far steadier than one point), and hardly any of it is behind the plane
-        # (the top of a box in front of the object is no support): its support or background.
-        if (len(core_points) and np.median(ahead) > max(sigma, _MIN_HEIGHT_M)
-                and np.mean(ahead < -tol_core) <= _BEHIND_SHARE):
-            planes.append(plane)
-            height = min(height, float(np.median(ahead)))
-        rest = rest[~inliers]
-    return np.array(planes, np.float64).reshape(-1, 4), height
