@@ -63,6 +63,13 @@ def measure(points, trim, tolerance):
     best_axis, best_res = -1, np.inf
     best = np.full(8, np.nan)
     for j in range(3):  # a cylinder about each box axis
+        # The visible side of a cylinder is at least half its circumference: across the
+        # axis the points span about its diameter one way and at least its radius the other
+        # (below: within 0.6-1.2 and at least 0.3 diameters, so never under a quarter of
+        # the wider span, which needs no fit to check).
+        a, b = hi[(j + 1) % 3] - lo[(j + 1) % 3], hi[(j + 2) % 3] - lo[(j + 2) % 3]
+        if min(a, b) < 0.25 * max(a, b):
+            continue
         perm = np.empty_like(local)
         perm[:, 0] = local[:, j]
         perm[:, 1] = local[:, (j + 1) % 3]
@@ -70,9 +77,6 @@ def measure(points, trim, tolerance):
         fitted = fit_cylinder(perm, lo[j], hi[j])
         if not np.isfinite(fitted[0]) or fitted[6] < np.radians(_MIN_ARC_DEG):
             continue
-        # The visible side of a cylinder is at least half its circumference: across the
-        # axis the points span about its diameter one way and at least its radius the other.
-        a, b = hi[(j + 1) % 3] - lo[(j + 1) % 3], hi[(j + 2) % 3] - lo[(j + 2) % 3]
         diameter = 2.0 * fitted[4]
         if not (0.6 * diameter <= max(a, b) <= 1.2 * diameter and min(a, b) >= 0.3 * diameter):
             continue

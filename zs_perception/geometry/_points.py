@@ -417,28 +417,34 @@ def link_surface(depth, candidate, seeds, sigma_ref, z_ref, slope_per_px, min_sh
 
     """
     rows, cols = depth.shape
-    label = np.full(rows * cols, -1, np.int64)
-    stack = np.empty(rows * cols, np.int64)
-    seed_count = np.zeros(rows * cols + 1, np.int64)
-    size = np.zeros(rows * cols + 1, np.int64)
+    size = rows * cols
+    flat_depth = depth.ravel()
+    flat_candidate = candidate.ravel()
+    flat_seeds = seeds.ravel()
+    label = np.full(size, -1, np.int32)
+    stack = np.empty(size, np.int32)
+    seed_count = np.zeros(size + 1, np.int32)
+    piece_size = np.zeros(size + 1, np.int32)
+    gap = GAP_SIGMAS * np.sqrt(2.0) * sigma_ref / (z_ref * z_ref)  # times z ** 2
+    diag_slope = np.sqrt(2.0) * slope_per_px
     n_labels = 0
-    diag = np.sqrt(2.0)
-    for start in range(rows * cols):
-        if label[start] >= 0 or not candidate[start // cols, start % cols]:
+    for start in range(size):
+        if label[start] >= 0 or not flat_candidate[start]:
             continue
         label[start] = n_labels
-        top = 0
         stack[0] = start
         top = 1
         while top > 0:
             top -= 1
             p = stack[top]
             r, c = p // cols, p % cols
-            z = depth[r, c]
-            size[n_labels] += 1
-            if seeds[r, c]:
+            z = flat_depth[p]
+            piece_size[n_labels] += 1
+            if flat_seeds[p]:
                 seed_count[n_labels] += 1
-            noise = GAP_SIGMAS * np.sqrt(2.0) * sigma_ref * (z / z_ref) ** 2
+            noise = gap * z * z
+            straight = noise + slope_per_px * z
+            diagonal = noise + diag_slope * z
             for dr in range(-1, 2):
                 rr = r + dr
                 if rr < 0 or rr >= rows:
@@ -448,10 +454,10 @@ def link_surface(depth, candidate, seeds, sigma_ref, z_ref, slope_per_px, min_sh
                     if cc < 0 or cc >= cols or (dr == 0 and dc == 0):
                         continue
                     q = rr * cols + cc
-                    if label[q] >= 0 or not candidate[rr, cc]:
+                    if label[q] >= 0 or not flat_candidate[q]:
                         continue
-                    step = diag if dr != 0 and dc != 0 else 1.0
-                    if abs(depth[rr, cc] - z) <= noise + step * slope_per_px * z:
+                    if abs(flat_depth[q] - z) <= (diagonal if dr != 0 and dc != 0
+                                                  else straight):
                         label[q] = n_labels
                         stack[top] = q
                         top += 1
@@ -464,30 +470,37 @@ def link_surface(depth, candidate, seeds, sigma_ref, z_ref, slope_per_px, min_sh
         for k in range(n_labels):
             keep[k] = seed_count[k] >= min(min_share * best_seeds, _PIECE_SEEDS)
     elif n_labels > 0:
-        keep[np.argmax(size[:n_labels])] = True
+        keep[np.argmax(piece_size[:n_labels])] = True
     # A piece that missing depth cut off: within _BRIDGE_PX of a kept piece, across pixels
     # without depth, at a depth that piece continues to.
-    for _ in range(2):
-        join = np.zeros(n_labels, np.bool_)
-        for p in range(rows * cols):
-            k = label[p]
-            if k < 0 or keep[k] or join[k]:
-                continue
-            r, c = p // cols, p % cols
-            z = depth[r, c]
-            noise = GAP_SIGMAS * np.sqrt(2.0) * sigma_ref * (z / z_ref) ** 2
-            for rr in range(max(0, r - _BRIDGE_PX), min(rows, r + _BRIDGE_PX + 1)):
-                for cc in range(max(0, c - _BRIDGE_PX), min(cols, c + _BRIDGE_PX + 1)):
-                    q = label[rr * cols + cc]
-                    if q >= 0 and keep[q]:
-                        reach = np.sqrt((rr - r) ** 2 + (cc - c) ** 2) * slope_per_px * z
-                        if abs(depth[rr, cc] - z) <= noise + reach:
+    if n_labels > 1 and not np.all(keep):
+        span = 2 * _BRIDGE_PX + 1
+        reach = np.empty((span, span))  # pixel distance of each offset, times the slope
+        for dr in range(span):
+            for dc in range(span):
+                reach[dr, dc] = np.sqrt((dr - _BRIDGE_PX) ** 2
+                                        + (dc - _BRIDGE_PX) ** 2) * slope_per_px
+        for _ in range(2):
+            join = np.zeros(n_labels, np.bool_)
+            for p in range(size):
+                k = label[p]
+                if k < 0 or keep[k] or join[k]:
+                    continue
+                r, c = p // cols, p % cols
+                z = flat_depth[p]
+                noise = gap * z * z
+                for rr in range(max(0, r - _BRIDGE_PX), min(rows, r + _BRIDGE_PX + 1)):
+                    for cc in range(max(0, c - _BRIDGE_PX), min(cols, c + _BRIDGE_PX + 1)):
+                        q = label[rr * cols + cc]
+                        if q >= 0 and keep[q] and abs(flat_depth[rr * cols + cc] - z) <= (
+                                noise + reach[rr - r + _BRIDGE_PX, cc - c + _BRIDGE_PX] * z):
                             join[k] = True
-        keep |= join
+            keep |= join
     out = np.zeros((rows, cols), np.bool_)
-    for p in range(rows * cols):
+    flat_out = out.ravel()
+    for p in range(size):
         if label[p] >= 0 and keep[label[p]]:
-            out[p // cols, p % cols] = True
+            flat_out[p] = True
     return out
 
 
@@ -523,6 +536,11 @@ def outline(depth, kept, row0, col0, height, width, sigma_ref, z_ref,
     """
     rows, cols = depth.shape
     counts = np.zeros(4, np.int64)
+    span = 2 * radius + 1
+    dist = np.empty((span, span))  # pixel distance of each offset
+    for dr in range(span):
+        for dc in range(span):
+            dist[dr, dc] = np.sqrt((dr - radius) ** 2 + (dc - radius) ** 2)
     for r in range(rows):
         for c in range(cols):
             if not on_outline(kept, r, c):
@@ -549,9 +567,11 @@ def outline(depth, kept, row0, col0, height, width, sigma_ref, z_ref,
                         missing += 1
                         continue
                     seen += 1
-                    reach = np.sqrt(dr * dr + dc * dc) * slope_per_px * z
-                    if d < z - noise - reach:
-                        nearer = True
+                    if d < z - noise - dist[dr + radius, dc + radius] * slope_per_px * z:
+                        nearer = True  # occluded whatever the rest holds
+                        break
+                if nearer:
+                    break
             if nearer:
                 counts[1] += 1
             elif missing > seen:
