@@ -11,8 +11,10 @@ from zs_perception.geometry._linalg import project, trimmed_range
 # Points the box axes are turned on, and the tolerance (degrees) of the second visit.
 AXIS_FIT_POINTS = 200
 _REFINE_DEG = 5.0
-# A fit from a turned start replaces the first one when its box residual is under this share.
+# A fit from a turned start replaces the first one when its box residual (on at most
+# _RESIDUAL_POINTS points) is under this share.
 _SWITCH_SHARE = 0.5
+_RESIDUAL_POINTS = 500
 
 
 @njit('f8(f8[:], f8[:], f8, i8[:])', cache=True, nogil=True)
@@ -171,9 +173,10 @@ def oriented_box(centred, axes, trim):
 
     """
     sample = centred[::-(-centred.shape[0] // AXIS_FIT_POINTS)]
+    check = centred[::-(-centred.shape[0] // _RESIDUAL_POINTS)]
     half = np.sqrt(0.5)
     best = fit_box_axes(sample, axes, 0, 6)
-    best_res = _residual(centred, best, trim)
+    best_res = _residual(check, best, trim)
     switched = False
     for start in range(3):  # turned 45 deg about axis 0, 1, 2
         i, j = (1, 0, 0)[start], (2, 2, 1)[start]
@@ -181,7 +184,7 @@ def oriented_box(centred, axes, trim):
         begin[:, i] = half * (axes[:, i] + axes[:, j])
         begin[:, j] = half * (axes[:, j] - axes[:, i])
         turned = fit_box_axes(sample, begin, 0, 3)
-        res = _residual(centred, turned, trim)
+        res = _residual(check, turned, trim)
         if res < _SWITCH_SHARE * best_res:
             best_res, best, switched = res, turned, True
     if switched:
