@@ -100,6 +100,12 @@ def test_numba_kernels_give_what_their_python_source_gives(scenes):
         with np.errstate(over='ignore'):  # the sample sequence wraps modulo 2 ** 64
             _assert_same(_points.fit_plane(ring_points, tol, 0),
                          _points.fit_plane.py_func(ring_points, tol, 0))
+            args = (geo[0], ring, core, *geo[1:], 0.1, 10.0, 0.001, 1.0)
+            _assert_same(_points.support_planes(*args), _points.support_planes.py_func(*args))
+        inscribed = cv2.distanceTransform(roi.view(np.uint8), cv2.DIST_L2, 3)
+        outside = cv2.distanceTransform((~roi).view(np.uint8), cv2.DIST_L2, 3)
+        args = (geo[0], roi, inscribed, outside, 0.1, 10.0, 5, 3.5, 3.5, 12.5, 7.5)
+        _assert_same(_points.window_regions(*args), _points.window_regions.py_func(*args))
         planes = _points.fit_plane(ring_points, tol, 0)[0][None]
         args = (geo[0], roi, *geo[1:], 0.1, 10.0, 0.001, 1.0, planes)
         gone = _points.background(*args)
@@ -136,8 +142,13 @@ def test_numba_kernels_give_what_their_python_source_gives(scenes):
         local = np.ascontiguousarray(centred @ box[0])
         _assert_same([_cylinder_fit.fit_cylinder(local, box[1][0], box[2][0])],
                      [_cylinder_fit.fit_cylinder.py_func(local, box[1][0], box[2][0])])
-        _assert_same(_measure.measure(points, 0.005, 0.001),
-                     _measure.measure.py_func(points, 0.005, 0.001))
+        measured = _measure.measure(points, 0.005, 0.001)
+        _assert_same(measured, _measure.measure.py_func(points, 0.005, 0.001))
+        position, rotation, _, extents, shape, _ = measured
+        table = np.array([[0.0, -np.sqrt(0.5), -np.sqrt(0.5), 1.0]])
+        for planes in (np.zeros((0, 4)), table):
+            args = (position, rotation, extents, shape, planes, 0.001, 0.001, 1.0)
+            _assert_same(_measure.settle(*args), _measure.settle.py_func(*args))
         # The box axes found do not depend on the signs of the starting axes.
         for signs in ((1, 1, -1), (1, -1, 1), (-1, 1, 1)):
             flipped = _box_fit.fit_box_axes(sub, vecs * np.array(signs, float), 0, 6)

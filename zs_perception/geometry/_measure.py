@@ -14,6 +14,7 @@ from zs_perception.geometry._box_fit import box_residual, oriented_box
 from zs_perception.geometry._cylinder_fit import fit_cylinder
 from zs_perception.geometry._linalg import cross, eigh3, matvec, orient, project
 from zs_perception.geometry._linalg import quaternion, trimmed_range
+from zs_perception.geometry._points import PLANE_SIGMAS
 
 SHAPES = ('box', 'cylinder', 'unknown')
 # Points the box and shape fits use (an even subsample).
@@ -25,6 +26,10 @@ _MIN_ARC_DEG = 100.0
 _CYLINDER_WIN = 0.5
 _FIT_SIGMAS = 3.0
 _FIT_SHARE = 0.04
+# Noise deviations (at the trimmed percentile) each end of an extent is widened by.
+_NOISE_QUANTILE = 1.5
+# An axis this close (deg) to a support plane's normal may be extended onto the plane.
+_CONTACT_DEG = 25.0
 
 
 @njit('Tuple((f8[:], f8[:, :], f8[:], f8[:], i8, f8))(f8[:, :], f8, f8)',
@@ -119,3 +124,64 @@ def measure(points, trim, tolerance):
             extents = np.array([diameter, diameter, length])
     rotation = orient(axes, position)
     return position, rotation, quaternion(rotation), extents, shape, residual
+
+
+@njit('Tuple((f8[:], f8[:, :]))(f8[:, :], f8[:], f8[:])', cache=True, nogil=True)
+def _longest_first(rotation, extents, position):
+    """Sort extents ``x >= y >= z`` with their axes; the sign convention applied again."""
+    order = np.argsort(-extents, kind='mergesort')
+    if order[0] == 0 and order[1] == 1:
+        return extents.copy(), rotation.copy()
+    return extents[order], orient(np.ascontiguousarray(rotation[:, order]), position)
+
+
+@njit('Tuple((f8[:], f8[:, :], f8[:]))(f8[:], f8[:, :], f8[:], i8, f8[:, :], f8, f8, f8)',
+      cache=True, nogil=True)
+def settle(position, rotation, extents, shape, planes, measured, sigma, z_ref):
+    """Take the depth noise off a measured box and rest it on its support plane.
+
+    Measured depth noise (``measured``, m at ``z_ref``) widens the trimmed range along the
+    viewing ray at each end by ``_NOISE_QUANTILE`` deviations: that is taken off the box
+    (not a cylinder, whose diameter comes from its fitted radius; at most half of each
+    extent; a thin book seen at 2 m would grow by a third). The points within the plane
+    tolerance of a support plane (``planes`` ``(k, 4)``) were dropped with it, so an object
+    standing on one (an axis within ``_CONTACT_DEG`` of its normal; for a cylinder, its
+    own axis) ends that much short of it: its bottom is moved onto the first such plane
+    when the gap is under 1.5 tolerances (``PLANE_SIGMAS`` deviations of ``sigma`` at
+    ``z_ref``, scaled as ``z ** 2``).
+
+    Returns:
+        ``(position, rotation, extents)``: extents sorted ``x >= y >= z`` again with their
+        axes (signs per the convention).
+
+    """
+    if shape != 1:
+        norm = max(np.sqrt(np.sum(position * position)), 1e-9)
+        scale = _NOISE_QUANTILE * measured * (position[2] / z_ref) ** 2
+        trimmed = np.empty(3)
+        for k in range(3):
+            along = abs(np.sum(rotation[:, k] * position)) / norm
+            trimmed[k] = max(extents[k] - 2.0 * scale * along, 0.5 * extents[k])
+        extents, rotation = _longest_first(rotation, trimmed, position)
+    limit = np.cos(np.radians(_CONTACT_DEG))
+    for p in range(planes.shape[0]):
+        normal = planes[p, :3]
+        cos = np.empty(3)
+        for k in range(3):
+            cos[k] = np.sum(rotation[:, k] * normal)
+        k = int(np.argmax(np.abs(cos)))
+        if abs(cos[k]) < limit:
+            continue
+        if shape == 1 and k != (0 if extents[1] == extents[2] else 2):
+            continue
+        low = np.sum(normal * position) + planes[p, 3] - 0.5 * np.sum(np.abs(cos) * extents)
+        tol = PLANE_SIGMAS * sigma * (max(position[2], 1e-3) / z_ref) ** 2
+        if not (0.0 < low <= 1.5 * tol):
+            continue
+        grow = low / abs(cos[k])
+        extents = extents.copy()
+        extents[k] += grow
+        position = position - np.sign(cos[k]) * rotation[:, k] * (0.5 * grow)
+        extents, rotation = _longest_first(rotation, extents, position)
+        return position, rotation, extents
+    return position, rotation, extents

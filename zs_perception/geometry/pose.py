@@ -23,8 +23,8 @@ import cv2
 import numpy as np
 
 from zs_perception.geometry import _points
-from zs_perception.geometry._linalg import orient, quaternion
-from zs_perception.geometry._measure import measure, SHAPES
+from zs_perception.geometry._linalg import quaternion
+from zs_perception.geometry._measure import measure, settle, SHAPES
 from zs_perception.geometry.camera import CameraIntrinsics
 
 STATUS_OK = 'ok'
@@ -37,10 +37,6 @@ _DENOISED_SHARE = 0.5
 _RING_INNER_PX = 3
 # Layers of mixed depth pixels at the outline that may be peeled off.
 _FLYING_PASSES = 2
-# Noise deviations (at the trimmed percentile) each end of an extent is widened by.
-_NOISE_QUANTILE = 1.5
-# An axis this close (deg) to a support plane's normal may be extended onto the plane.
-_CONTACT_DEG = 25.0
 # Outline pixels searched (px) for nearer depth, and the outline share that is occlusion.
 _OCCLUSION_RADIUS_PX = 3
 OCCLUDED_SHARE = 0.10
@@ -343,15 +339,8 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
         return ObjectGeometry.without_pose(
             'non-finite pose (absurd intrinsics? e.g. a principal point far outside the image)',
             0, valid_fraction, truncated=truncated)
-    # Measured depth noise widens the trimmed range along the viewing ray at each end; take
-    # that off (a thin book seen at 2 m would grow by a third).
-    ray = position / max(np.linalg.norm(position), 1e-9)
-    spread = _NOISE_QUANTILE * measured * (position[2] / z_ref) ** 2 * np.abs(rotation.T @ ray)
-    if SHAPES[shape] != 'cylinder':  # a cylinder's diameter comes from its fitted radius
-        extents = np.maximum(extents - 2.0 * spread, 0.5 * extents)
-        rotation, extents = _longest_first(rotation, extents, position)
-    position, rotation, extents = _rest_on_plane(position, rotation, extents, SHAPES[shape],
-                                                 planes, sigma, z_ref)
+    position, rotation, extents = settle(position, rotation, extents, shape, planes,
+                                         measured, sigma, z_ref)
     quat = quaternion(rotation)
     if extents[1] < 2.0 * sigma * (position[2] / z_ref) ** 2 + 1e-6:
         return ObjectGeometry.without_pose(
@@ -368,41 +357,3 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
         truncated=truncated, occluded=bool(occluded),
         pose_confidence=float(np.clip(confidence, 0.0, 1.0)))
 
-
-def _rest_on_plane(position, rotation, extents, shape, planes, sigma, z_ref):
-    """Extend the fit down to the support plane it stands on, by at most the band removed.
-
-    The points within the plane tolerance of the support plane were dropped with it, so an
-    object standing on the plane (an axis within ``_CONTACT_DEG`` of its normal; for a
-    cylinder, its own axis) ends that much short of it: its bottom is moved onto the plane
-    when the gap is under the tolerance.
-
-    Returns:
-        ``(position, rotation, extents)``, extents sorted again (rotation signs re-applied).
-
-    """
-    for plane in planes:
-        cos = rotation.T @ plane[:3]
-        k = int(np.argmax(np.abs(cos)))
-        if abs(cos[k]) < np.cos(np.radians(_CONTACT_DEG)):
-            continue
-        if shape == 'cylinder' and k != (0 if extents[1] == extents[2] else 2):
-            continue
-        low = float(plane[:3] @ position + plane[3] - 0.5 * np.sum(np.abs(cos) * extents))
-        tol = _points.PLANE_SIGMAS * sigma * (max(position[2], 1e-3) / z_ref) ** 2
-        if not (0.0 < low <= 1.5 * tol):
-            continue
-        grow = low / abs(cos[k])
-        extents = extents.copy()
-        extents[k] += grow
-        position = position - np.sign(cos[k]) * rotation[:, k] * (0.5 * grow)
-        return (position, *_longest_first(rotation, extents, position))
-    return position, rotation, extents
-
-
-def _longest_first(rotation, extents, position):
-    """Sort extents ``x >= y >= z`` with their axes; the sign convention applied again."""
-    order = np.argsort(-extents, kind='stable')
-    if np.array_equal(order, np.arange(3)):
-        return rotation, extents
-    return orient(np.ascontiguousarray(rotation[:, order]), position), extents[order]
