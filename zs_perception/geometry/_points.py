@@ -75,7 +75,7 @@ def mask_roi_in_depth(mask, depth_shape):
       cache=True, nogil=True)
 def window_regions(depth, inside, inscribed, outside, min_depth, max_depth, seed_px,
                    grow_px, ring_inner_px, ring_px, near_px):
-    """The depth and the pixel regions of one mask's window, in one pass.
+    """Return the depth and the pixel regions of one mask's window, in one pass.
 
     Args:
         depth: ``(r, c)`` ``float32`` metres of the window.

@@ -356,4 +356,3 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
         valid_fraction=valid_fraction, points=points32, shape=SHAPES[shape],
         truncated=truncated, occluded=bool(occluded),
         pose_confidence=float(np.clip(confidence, 0.0, 1.0)))
-
