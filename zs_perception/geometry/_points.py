@@ -504,7 +504,7 @@ def link_surface(depth, candidate, seeds, sigma_ref, z_ref, slope_per_px, min_sh
     return out
 
 
-@njit('b1(b1[:, :], i8, i8)', cache=True, nogil=True)
+@njit('b1(b1[:, :], i8, i8)', cache=True, nogil=True, inline='always')
 def on_outline(kept, r, c):
     """Whether pixel ``(r, c)`` is kept and has a non-kept 8-neighbour (or the window edge)."""
     rows, cols = kept.shape
