@@ -113,10 +113,14 @@ def test_numba_kernels_give_what_their_python_source_gives(scenes):
         args = (geo[0], roi & ~gone, core, 0.001, 1.0, 0.01, 0.2)
         kept = _points.link_surface(*args)
         _assert_same([kept], [_points.link_surface.py_func(*args)])
-        _assert_same([_points.peel_flying(geo[0], kept, 0.001, 1.0, 2)],
-                     [_points.peel_flying.py_func(geo[0], kept, 0.001, 1.0, 2)])
+        args = (geo[0], kept, _points.outline_of(kept), 0.001, 1.0, 2)
+        _assert_same([_points.peel_flying(*args)], [_points.peel_flying.py_func(*args)])
 
-        args = (geo[0], kept, r0, c0, 480, 640, 0.001, 1.0, 0.01, 3)
+        edge = _points.outline_of(kept)
+        assert edge.any() and np.array_equal(edge, [
+            [_points.on_outline(kept, r, c) for c in range(kept.shape[1])]
+            for r in range(kept.shape[0])])
+        args = (geo[0], kept, edge, r0, c0, 480, 640, 0.001, 1.0, 0.01, 3)
         _assert_same([_points.outline(*args)], [_points.outline.py_func(*args)])
         points = points[:, :3].copy()
         assert 0 < len(points) <= 4000
@@ -201,6 +205,15 @@ def test_depth_noise_estimate_and_edge_preserving_denoise():
         _points.depth_noise.py_func(noisy, mask))
 
 
+def _peel(depth, kept, passes):
+    return _points.peel_flying(depth, kept, _points.outline_of(kept), 0.0005, 1.0, passes)
+
+
+def _peel_py(depth, kept, passes):
+    return _points.peel_flying.py_func(depth, kept, _points.outline_of(kept), 0.0005, 1.0,
+                                       passes)
+
+
 def test_flying_pixels_are_peeled_a_layer_per_pass():
     # A square at 0.8 m before a wall at 1.0 m, ringed by two layers of mixed pixels at
     # random depths between the two, all kept by linking.
@@ -210,16 +223,16 @@ def test_flying_pixels_are_peeled_a_layer_per_pass():
     kept[14:46, 14:46] = True
     depth[kept] = rng.uniform(0.83, 0.97, kept.sum())
     depth[16:44, 16:44] = 0.8 + 0.0005 * rng.standard_normal((28, 28))
-    one = _points.peel_flying(depth, kept, 0.0005, 1.0, 1)
-    two = _points.peel_flying(depth, kept, 0.0005, 1.0, 2)
+    one = _peel(depth, kept, 1)
+    two = _peel(depth, kept, 2)
     square = kept & (depth < 0.81)
     outer = kept & ~cv2.erode(kept.view(np.uint8), np.ones((3, 3), np.uint8)).view(bool)
     assert np.array_equal(one & square, square) and np.array_equal(two & square, square)
     assert (~one & kept).sum() > 0.5 * outer.sum() and not (~one & kept & ~outer).any()
     assert (~two & kept & ~outer).sum() > 0.5 * (kept & ~outer & ~square).sum()
     # The second pass looks only near what the first peeled: the same as two calls.
-    assert np.array_equal(two, _points.peel_flying(depth, one, 0.0005, 1.0, 1))
-    assert np.array_equal(two, _points.peel_flying.py_func(depth, kept, 0.0005, 1.0, 2))
+    assert np.array_equal(two, _peel(depth, one, 1))
+    assert np.array_equal(two, _peel_py(depth, kept, 2))
 
 
 def test_trimmed_range_is_the_order_statistics():

@@ -517,12 +517,28 @@ def on_outline(kept, r, c):
     return False
 
 
-@njit('i8[:](f4[:, :], b1[:, :], i8, i8, i8, i8, f8, f8, f8, i8)', cache=True, nogil=True)
-def outline(depth, kept, row0, col0, height, width, sigma_ref, z_ref,
+_SQUARE = np.ones((3, 3), np.uint8)
+
+
+def outline_of(region):
+    """Pixels of ``region`` ``(r, c)`` ``bool`` with an 8-neighbour outside it or off the window.
+
+    The same as :func:`on_outline` at every pixel, by one 3x3 erosion (pixels off the
+    window count as outside).
+    """
+    inner = cv2.erode(region.view(np.uint8), _SQUARE, borderType=cv2.BORDER_CONSTANT,
+                      borderValue=0)
+    return region & ~inner.view(bool)
+
+
+@njit('i8[:](f4[:, :], b1[:, :], b1[:, :], i8, i8, i8, i8, f8, f8, f8, i8)', cache=True,
+      nogil=True)
+def outline(depth, kept, edge, row0, col0, height, width, sigma_ref, z_ref,
             slope_per_px, radius):
     """Classify the kept region's outline pixels by what lies just outside them.
 
-    A kept pixel with a non-kept 8-neighbour is on the outline. It is *occluded* when a
+    A kept pixel with a non-kept 8-neighbour (or the window edge) is on the outline:
+    ``edge``, given by the caller (:func:`outline_of`). It is *occluded* when a
     non-kept pixel within ``radius`` pixels is nearer than it by more than
     ``GAP_SIGMAS`` noise deviations plus the rise of a surface at ``MAX_SLOPE_DEG`` over
     their distance (a support plane in front of the object rises less steeply: not
@@ -543,7 +559,7 @@ def outline(depth, kept, row0, col0, height, width, sigma_ref, z_ref,
             dist[dr, dc] = np.sqrt((dr - radius) ** 2 + (dc - radius) ** 2)
     for r in range(rows):
         for c in range(cols):
-            if not on_outline(kept, r, c):
+            if not edge[r, c]:
                 continue
             counts[0] += 1
             gr, gc = row0 + r, col0 + c
@@ -601,8 +617,8 @@ def _flying(depth, kept, r, c, sigma_ref, z_ref):
     return tried
 
 
-@njit('b1[:, :](f4[:, :], b1[:, :], f8, f8, i8)', cache=True, nogil=True)
-def peel_flying(depth, kept, sigma_ref, z_ref, passes):
+@njit('b1[:, :](f4[:, :], b1[:, :], b1[:, :], f8, f8, i8)', cache=True, nogil=True)
+def peel_flying(depth, kept, edge, sigma_ref, z_ref, passes):
     """Drop the kept outline pixels whose depth the surface behind them does not continue.
 
     Mixed ("flying") pixels at a depth edge lie between the object and what is behind it,
@@ -612,6 +628,7 @@ def peel_flying(depth, kept, sigma_ref, z_ref, passes):
     (``sqrt(6)`` times the depth noise); one with no such pair stays too. Each of the
     ``passes`` peels one layer, judged on what the layer before left; after the first, only
     the pixels within 2 of a peeled one can change and only they are looked at again.
+    ``edge``: the outline of ``kept`` (:func:`outline_of`).
 
     Returns:
         ``(r, c)`` ``bool`` the kept pixels left (a new array).
@@ -623,7 +640,7 @@ def peel_flying(depth, kept, sigma_ref, z_ref, passes):
     n_peeled = 0
     for r in range(rows):
         for c in range(cols):
-            if on_outline(kept, r, c) and _flying(depth, kept, r, c, sigma_ref, z_ref):
+            if edge[r, c] and _flying(depth, kept, r, c, sigma_ref, z_ref):
                 peeled[n_peeled] = r * cols + c
                 n_peeled += 1
     for k in range(n_peeled):

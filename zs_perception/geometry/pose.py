@@ -313,7 +313,8 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
                               sigma, z_ref, planes)
     kept = _points.link_surface(depth_in, candidate & ~gone, seeds & ~gone, sigma, z_ref,
                                 slope, min_share)
-    kept = _points.peel_flying(depth_in, kept, sigma, z_ref, _FLYING_PASSES)
+    kept = _points.peel_flying(depth_in, kept, _points.outline_of(kept), sigma, z_ref,
+                               _FLYING_PASSES)
     points = _points.window_points(depth_in, kept, x0, y0, xs, ys, min_depth_m, max_depth_m,
                                    max_points)[:, :3].copy()
     if len(points) < min_points:
@@ -326,8 +327,9 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
     # support plane) and the kept core's (where flying pixels link the occluder to the
     # object, the core still ends beside it). Only the outline with depth around it is seen
     # to be occluded or not (real depth has holes inside and around objects).
-    counts = [_points.outline(depth_in, region, w0, v0, h, w, sigma, z_ref, slope,
-                              _OCCLUSION_RADIUS_PX) for region in (kept, inside, kept & seeds)]
+    counts = [_points.outline(depth_in, region, _points.outline_of(region), w0, v0, h, w,
+                              sigma, z_ref, slope, _OCCLUSION_RADIUS_PX)
+              for region in (kept, inside, kept & seeds)]
     occluded = any(c[1] >= OCCLUDED_SHARE * max(1, c[0] - c[3]) for c in counts)
     n_outline, n_occluded, n_border, n_unseen = counts[0]  # the observed outline: confidence
     position, rotation, quat, extents, shape, residual = measure(
