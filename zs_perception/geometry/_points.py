@@ -419,25 +419,27 @@ def link_surface(depth, candidate, seeds, sigma_ref, z_ref, slope_per_px, min_sh
     rows, cols = depth.shape
     size = rows * cols
     flat_depth = depth.ravel()
-    flat_candidate = candidate.ravel()
+    open_ = candidate.ravel().copy()  # candidates not labelled yet
     flat_seeds = seeds.ravel()
     label = np.full(size, -1, np.int32)
-    stack = np.empty(size, np.int32)
+    stack_r = np.empty(size, np.int32)  # rows and columns apart: no division per pixel
+    stack_c = np.empty(size, np.int32)
     seed_count = np.zeros(size + 1, np.int32)
     piece_size = np.zeros(size + 1, np.int32)
     gap = GAP_SIGMAS * np.sqrt(2.0) * sigma_ref / (z_ref * z_ref)  # times z ** 2
     diag_slope = np.sqrt(2.0) * slope_per_px
     n_labels = 0
     for start in range(size):
-        if label[start] >= 0 or not flat_candidate[start]:
+        if not open_[start]:
             continue
         label[start] = n_labels
-        stack[0] = start
+        open_[start] = False
+        stack_r[0], stack_c[0] = start // cols, start % cols
         top = 1
         while top > 0:
             top -= 1
-            p = stack[top]
-            r, c = p // cols, p % cols
+            r, c = stack_r[top], stack_c[top]
+            p = r * cols + c
             z = flat_depth[p]
             piece_size[n_labels] += 1
             if flat_seeds[p]:
@@ -454,12 +456,13 @@ def link_surface(depth, candidate, seeds, sigma_ref, z_ref, slope_per_px, min_sh
                     if cc < 0 or cc >= cols or (dr == 0 and dc == 0):
                         continue
                     q = rr * cols + cc
-                    if label[q] >= 0 or not flat_candidate[q]:
+                    if not open_[q]:
                         continue
                     if abs(flat_depth[q] - z) <= (diagonal if dr != 0 and dc != 0
                                                   else straight):
                         label[q] = n_labels
-                        stack[top] = q
+                        open_[q] = False
+                        stack_r[top], stack_c[top] = rr, cc
                         top += 1
         n_labels += 1
     keep = np.zeros(n_labels, np.bool_)
