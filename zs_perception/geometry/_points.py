@@ -531,7 +531,7 @@ def outline_of(region):
     """
     inner = cv2.erode(region.view(np.uint8), _SQUARE, borderType=cv2.BORDER_CONSTANT,
                       borderValue=0)
-    return region & ~inner.view(bool)
+    return region ^ inner.view(bool)  # the erosion lies inside the region
 
 
 @njit('i8[:](f4[:, :], b1[:, :], b1[:, :], i8, i8, i8, i8, f8, f8, f8, i8)', cache=True,
