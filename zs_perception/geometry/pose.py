@@ -40,6 +40,8 @@ _FLYING_PASSES = 2
 # Outline pixels searched (px) for nearer depth, and the outline share that is occlusion.
 _OCCLUSION_RADIUS_PX = 3
 OCCLUDED_SHARE = 0.10
+# Largest float32 magnitude: points beyond it cannot be published.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 # Mask pixels this close (px) to the image border make the object truncated.
 TRUNCATED_BORDER_PX = 1
 # Threads the objects of one call are measured on (their threads start on first use).
@@ -275,7 +277,13 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
     inside = np.zeros((w1 - w0, v1 - v0), bool)
     inside[r0 - w0:r0 - w0 + roi.shape[0], c0 - v0:c0 - v0 + roi.shape[1]] = roi
     depth = np.ascontiguousarray(depth_m[w0:w1, v0:v1])
-    inscribed = cv2.distanceTransform(inside.view(np.uint8), cv2.DIST_L2, 3)
+    # The distance to the nearest pixel outside the mask, on the mask's bounding box and
+    # the one pixel around it (all outside: no nearer one lies beyond).
+    inscribed = np.zeros(inside.shape, np.float32)
+    a0, b0 = max(0, r0 - w0 - 1), max(0, c0 - v0 - 1)
+    a1, b1 = r0 - w0 + roi.shape[0] + 1, c0 - v0 + roi.shape[1] + 1
+    inscribed[a0:a1, b0:b1] = cv2.distanceTransform(
+        np.ascontiguousarray(inside[a0:a1, b0:b1]).view(np.uint8), cv2.DIST_L2, 3)
     # Distance (px) of every window pixel to the mask: the grow band and the plane ring.
     outside = cv2.distanceTransform((~inside).view(np.uint8), cv2.DIST_L2, 3)
     (depth_in, seeds, core, ring, near, candidate, z_ref, n_mask, n_valid,
@@ -334,10 +342,11 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
     n_outline, n_occluded, n_border, n_unseen = counts[0]  # the observed outline: confidence
     position, rotation, quat, extents, shape, residual = measure(
         points, trim_percent / 100.0, sigma)
-    with np.errstate(over='ignore'):
-        points32 = points.astype(np.float32)  # what is published: finite in float32 too
-    if not (np.isfinite(position).all() and np.isfinite(quat).all()
-            and np.isfinite(extents).all() and np.isfinite(points32).all()):
+    # What is published must be finite in float32 too.
+    finite = (np.isfinite(position).all() and np.isfinite(quat).all()
+              and np.isfinite(extents).all() and np.abs(points).max() < _FLOAT32_MAX)
+    points32 = points.astype(np.float32) if finite else points
+    if not finite:
         return ObjectGeometry.without_pose(
             'non-finite pose (absurd intrinsics? e.g. a principal point far outside the image)',
             0, valid_fraction, truncated=truncated)
