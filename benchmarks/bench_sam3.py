@@ -83,40 +83,66 @@ def _timed(fn, device):
     return time.perf_counter() - t0
 
 
-def build_sam3(size, device, dtype, seed=0):
-    """Build a random ``Sam3Model`` of ``size`` and its processor, in memory."""
+def build_sam3(size, device, dtype, seed=0, side=None):
+    """Build a random ``Sam3Model`` of ``size`` (``side``: its input side) and its processor."""
     torch.manual_seed(seed)
-    processor = random_models.sam3_processor(size)
-    model = Sam3Model(random_models.sam3_config(size, processor.tokenizer)).eval()
+    processor = random_models.sam3_processor(size, side)
+    model = Sam3Model(random_models.sam3_config(size, processor.tokenizer, side=side)).eval()
     if size == 'tiny':
         random_models.small_init_(model, seed=seed)
     return model.to(device, dtype), processor
 
 
-def bench_prompts(model, processor, image, counts, repeats, device, dtype, rows):
-    """Rows of the ``sam3`` table: naive vs ours per prompt count."""
-    seg = Sam3Segmenter(model, processor, device, dtype, threshold=THRESHOLD, min_area_px=1,
-                        max_objects=100, merge_iou=1.0)
-    ours_n1 = None
+def bench_prompts(model, processor, image, counts, repeats, device, dtype, rows,
+                  prompt_batch=0):
+    """Rows of the ``sam3`` table: naive vs ours (mask head skipped / run for all) per count.
+
+    Three sides alternate: the documented usage, ours as it runs (the mask head only for
+    the prompts with a query over ``THRESHOLD``) and ours with the mask head for every
+    prompt (``skip_absent_masks`` off: the cost when every prompt is present).
+    """
+    def segmenter(skip):
+        return Sam3Segmenter(model, processor, device, dtype, threshold=THRESHOLD,
+                             min_area_px=1, max_objects=100, merge_iou=1.0,
+                             skip_absent_masks=skip, prompt_batch=prompt_batch)
+
+    seg, every = segmenter(True), segmenter(False)
+    masked = []
+    seg.model.mask_decoder.register_forward_hook(
+        lambda m, a, kw, o: masked.append(kw['decoder_queries'].shape[0]), with_kwargs=True)
+    first = {}
     for count in counts:
         phrases = PHRASES[:count]
         seg.set_prompts(phrases)
-        naive, ours = [], []
+        every.set_prompts(phrases)
+        naive, ours, ours_all = [], [], []
         with torch.inference_mode():
-            naive_segment(model, processor, image, phrases, device, dtype)  # warm-up
+            found = naive_segment(model, processor, image, phrases, device, dtype)  # warm-up
             seg.segment(image)
+            every.segment(image)
             for _ in range(repeats):
                 naive.append(_timed(lambda: naive_segment(model, processor, image, phrases,
                                                           device, dtype), device))
                 ours.append(_timed(lambda: seg.segment(image), device))
-        stages = seg.segment(image).timings
-        naive_ms, ours_ms = stats_ms(naive)['median_ms'], stats_ms(ours)['median_ms']
-        ours_n1 = ours_ms if count == 1 else ours_n1
-        rows.append({'prompts': count, 'naive_ms': naive_ms, 'ours_ms': ours_ms,
-                     'speedup': round(naive_ms / ours_ms, 2),
-                     'vs_ours_n1': round(ours_ms / ours_n1, 2) if ours_n1 else None,
-                     'ours_vision_ms': round(stages.get('encode', 0.0) * 1e3, 1),
-                     'ours_decode_ms': round(stages.get('decode', 0.0) * 1e3, 1),
+                ours_all.append(_timed(lambda: every.segment(image), device))
+            masked.clear()
+            result = seg.segment(image)
+        ms = {key: stats_ms(v)['median_ms']
+              for key, v in (('naive', naive), ('ours', ours), ('all', ours_all))}
+        first = first or ms
+        rows.append({'prompts': count,
+                     'detected': len({i.prompt_index for i in result.instances}),
+                     'naive_detected': sum(1 for r in found if len(r['scores'])),
+                     'mask_head_prompts': sum(masked),
+                     'naive_ms': ms['naive'], 'ours_ms': ms['ours'],
+                     'speedup': round(ms['naive'] / ms['ours'], 2),
+                     'vs_ours_n1': round(ms['ours'] / first['ours'], 2),
+                     'all_masks_ms': ms['all'],
+                     'all_masks_speedup': round(ms['naive'] / ms['all'], 2),
+                     'all_masks_vs_n1': round(ms['all'] / first['all'], 2),
+                     'ours_vision_ms': round(result.timings.get('encode', 0.0) * 1e3, 1),
+                     'ours_decode_ms': round(result.timings.get('decode', 0.0) * 1e3, 1),
+                     'ours_masks_ms': round(result.timings.get('masks', 0.0) * 1e3, 1),
                      'repeats': repeats})
         print(rows[-1], flush=True)
 
@@ -177,7 +203,9 @@ def _frame_stats(seconds):
 def main(argv=None):
     """Run the benchmark and print JSON then markdown tables."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--size', choices=('tiny', 'reduced', 'full'), default='reduced')
+    parser.add_argument('--size', choices=random_models.SAM3_SIZES, default='reduced')
+    parser.add_argument('--prompt-batch', type=int, default=0,
+                        help='prompts per DETR / mask-head batch (0: all in one batch)')
     parser.add_argument('--device', default='auto')
     parser.add_argument('--precision', default='auto')
     parser.add_argument('--prompts', default='1,3,10', help='prompt counts (default 1,3,10)')
@@ -198,10 +226,12 @@ def main(argv=None):
             'threads': torch.get_num_threads(),
             'gpu': torch.cuda.get_device_name(device) if device.type == 'cuda' else None,
             'parameters_m': round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
-            'weights': 'random (speed only)'}
+            'weights': 'random (speed only)', 'threshold': THRESHOLD,
+            'prompt_batch': args.prompt_batch}
     rows = []
     counts = [int(c) for c in args.prompts.split(',') if c.strip()]
-    bench_prompts(model, processor, image, counts, args.repeats, device, dtype, rows)
+    bench_prompts(model, processor, image, counts, args.repeats, device, dtype, rows,
+                  args.prompt_batch)
     emit('sam3', rows, meta=meta)
     trackers = [t.strip() for t in args.trackers.split(',') if t.strip()]
     if trackers:
