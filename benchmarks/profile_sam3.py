@@ -82,7 +82,7 @@ class PartTimer:
 
     def reset(self):
         """Zero the accumulated times."""
-        self.seconds = {name: 0.0 for name in self.seconds}
+        self.seconds = dict.fromkeys(self.seconds, 0.0)
 
     def remove(self):
         """Remove the hooks."""
@@ -91,7 +91,7 @@ class PartTimer:
 
 
 def _cpu_attention_flops(query, key, value, *args, out_shape=None, **kwargs):
-    """FLOPs of the CPU flash-attention kernel (the counter knows only the CUDA ones)."""
+    """Count the CPU flash-attention kernel's FLOPs (the counter knows only the CUDA ones)."""
     return sdpa_flop_count(query, key, value)
 
 
@@ -146,7 +146,7 @@ def profile(seg, image, counts, repeats, timed):
 
 
 def _summary(work, times, top, counts):
-    """The ratio P / V: one prompt's work (at ``top`` prompts, divided by ``top``) / shared."""
+    """Return the ratio P / V: one prompt's work (at ``top`` prompts, / ``top``) / shared."""
     row = {'part': f'per prompt / shared (at N = {top})', 'per_prompt': None}
     per_prompt = {name for name, _, p in PARTS if p}
 

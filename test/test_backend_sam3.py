@@ -86,7 +86,7 @@ def test_equals_the_documented_usage(sam3_models, image, variant, count):
 
 
 def _assert_same(ours, reference, phrases):
-    """The backend's instances equal the documented usage's (:func:`_documented`)."""
+    """Check that the backend's instances equal the documented usage's (:func:`_documented`)."""
     # The backend never returns an empty mask (min_area_px is at least 1 pixel).
     reference = [r for r in reference if r[2].any()]
     assert len(ours) == len(reference)

@@ -350,13 +350,13 @@ def _sam3_vit(size: str) -> dict:
 
 
 def _feature_sizes(side: int) -> list:
-    """The FPN levels the DETR and mask head read (4x, 2x, 1x the token grid) at ``side`` px."""
+    """Return the FPN levels the DETR and mask head read (4x, 2x, 1x the grid) at ``side`` px."""
     grid = side // SAM3_PATCH
     return [[4 * grid, 4 * grid], [2 * grid, 2 * grid], [grid, grid]]
 
 
 def sam3_full_vision(side: int) -> dict:
-    """The published ViT-L/14 vision encoder and FPN neck, run at ``side`` px instead of 1008.
+    """Return the published ViT-L/14 vision encoder and FPN neck at ``side`` px, not 1008.
 
     The token grid shrinks to ``side / 14``; the attention windows shrink with it so that
     the 4 global layers and 28 windowed layers keep the full model's 3 x 3 windows (24 at
@@ -376,7 +376,7 @@ def sam3_full_vision(side: int) -> dict:
 
 
 def sam3_side(size: str) -> int:
-    """The model input side (px) of a SAM 3 size (:data:`SAM3_SIZES`)."""
+    """Return the model input side (px) of a SAM 3 size (:data:`SAM3_SIZES`)."""
     if size == 'full':
         return SAM3_FULL_IMAGE_SIZE
     return REDUCED_IMAGE_SIZE if size.startswith('reduced') else TINY_IMAGE_SIZE
@@ -386,7 +386,8 @@ def _sam3_vision(size: str, fpn_width: int = 32) -> dict:
     if size == 'full':
         return {}
     return {'backbone_config': {'model_type': 'sam3_vit_model', **_sam3_vit(size)},
-            'fpn_hidden_size': fpn_width, 'backbone_feature_sizes': _feature_sizes(TINY_IMAGE_SIZE)}
+            'fpn_hidden_size': fpn_width,
+            'backbone_feature_sizes': _feature_sizes(TINY_IMAGE_SIZE)}
 
 
 def sam3_config(size: str, tokenizer, lite_text: bool = False, side: Optional[int] = None):
