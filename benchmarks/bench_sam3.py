@@ -93,58 +93,82 @@ def build_sam3(size, device, dtype, seed=0, side=None):
     return model.to(device, dtype), processor
 
 
-def bench_prompts(model, processor, image, counts, repeats, device, dtype, rows,
-                  prompt_batch=0):
-    """Rows of the ``sam3`` table: naive vs ours (mask head skipped / run for all) per count.
+def _present_threshold(seg, image, present):
+    """Return a threshold over which exactly ``present`` of ``seg``'s prompts have a query.
 
-    Three sides alternate: the documented usage, ours as it runs (the mask head only for
-    the prompts with a query over ``THRESHOLD``) and ours with the mask head for every
-    prompt (``skip_absent_masks`` off: the cost when every prompt is present).
+    Between the ``present``-th and the next prompt's best query score (instance x
+    presence), from one decode of ``image``; used to emulate a scene in which that many
+    of the prompts are in view (random weights give no natural one).
     """
-    def segmenter(skip):
+    best = seg.query_scores(image).max(dim=1).values
+    best = sorted(best.tolist(), reverse=True)
+    if present >= len(best):
+        return best[-1] * (1 - 1e-6)
+    return (best[present - 1] + best[present]) / 2
+
+
+def bench_prompts(model, processor, image, counts, repeats, device, dtype, rows,
+                  prompt_batch=0, present_fraction=0.3):
+    """Rows of the ``sam3`` table: naive vs ours in three cases per prompt count.
+
+    Per count, four sides alternate: the documented usage (``naive``, whose cost does not
+    depend on the scores: it runs every part for every prompt) and ours in three cases:
+
+    - ``threshold``: at ``THRESHOLD``; the mask head runs for the prompts with a query over
+      it (with random weights, the scores decide how many);
+    - ``all present``: a threshold just under the lowest of the prompts' best query scores,
+      so that every prompt has detections and runs the mask head;
+    - ``some present``: a threshold between the prompts' best scores such that
+      ``max(1, round(present_fraction N))`` of the N prompts have detections (an emulated
+      scene with that many of the goal's phrases in view).
+    """
+    def segmenter():
         return Sam3Segmenter(model, processor, device, dtype, threshold=THRESHOLD,
                              min_area_px=1, max_objects=100, merge_iou=1.0,
-                             skip_absent_masks=skip, prompt_batch=prompt_batch)
+                             prompt_batch=prompt_batch)
 
-    seg, every = segmenter(True), segmenter(False)
+    cases = {'threshold': segmenter(), 'all present': segmenter(), 'some present': segmenter()}
     masked = []
-    seg.model.mask_decoder.register_forward_hook(
+    model.mask_decoder.register_forward_hook(
         lambda m, a, kw, o: masked.append(kw['decoder_queries'].shape[0]), with_kwargs=True)
     first = {}
     for count in counts:
         phrases = PHRASES[:count]
-        seg.set_prompts(phrases)
-        every.set_prompts(phrases)
-        naive, ours, ours_all = [], [], []
+        for seg in cases.values():
+            seg.set_prompts(phrases)
+        for name, present in (('all present', count),
+                              ('some present', max(1, round(present_fraction * count)))):
+            cases[name].set_thresholds(threshold=_present_threshold(cases[name], image, present))
+        times = {name: [] for name in ('naive', *cases)}
         with torch.inference_mode():
             found = naive_segment(model, processor, image, phrases, device, dtype)  # warm-up
-            seg.segment(image)
-            every.segment(image)
+            for seg in cases.values():
+                seg.segment(image)
             for _ in range(repeats):
-                naive.append(_timed(lambda: naive_segment(model, processor, image, phrases,
-                                                          device, dtype), device))
-                ours.append(_timed(lambda: seg.segment(image), device))
-                ours_all.append(_timed(lambda: every.segment(image), device))
-            masked.clear()
-            result = seg.segment(image)
-        ms = {key: stats_ms(v)['median_ms']
-              for key, v in (('naive', naive), ('ours', ours), ('all', ours_all))}
-        first = first or ms
-        rows.append({'prompts': count,
-                     'detected': len({i.prompt_index for i in result.instances}),
-                     'naive_detected': sum(1 for r in found if len(r['scores'])),
-                     'mask_head_prompts': sum(masked),
-                     'naive_ms': ms['naive'], 'ours_ms': ms['ours'],
-                     'speedup': round(ms['naive'] / ms['ours'], 2),
-                     'vs_ours_n1': round(ms['ours'] / first['ours'], 2),
-                     'all_masks_ms': ms['all'],
-                     'all_masks_speedup': round(ms['naive'] / ms['all'], 2),
-                     'all_masks_vs_n1': round(ms['all'] / first['all'], 2),
-                     'ours_vision_ms': round(result.timings.get('encode', 0.0) * 1e3, 1),
-                     'ours_decode_ms': round(result.timings.get('decode', 0.0) * 1e3, 1),
-                     'ours_masks_ms': round(result.timings.get('masks', 0.0) * 1e3, 1),
-                     'repeats': repeats})
-        print(rows[-1], flush=True)
+                times['naive'].append(_timed(lambda: naive_segment(
+                    model, processor, image, phrases, device, dtype), device))
+                for name, seg in cases.items():
+                    times[name].append(_timed(lambda seg=seg: seg.segment(image), device))
+            naive_ms = stats_ms(times['naive'])['median_ms']
+            for name, seg in cases.items():
+                masked.clear()
+                result = seg.segment(image)
+                ms = stats_ms(times[name])['median_ms']
+                first.setdefault(name, ms)
+                rows.append({
+                    'prompts': count, 'case': name, 'threshold': round(seg.threshold, 4),
+                    'detected': len({i.prompt_index for i in result.instances}),
+                    'instances': len(result.instances),
+                    'mask_head_prompts': sum(masked),
+                    'naive_detected': sum(1 for r in found if len(r['scores']))
+                    if name == 'threshold' else None,
+                    'naive_ms': naive_ms, 'ours_ms': ms, 'speedup': round(naive_ms / ms, 2),
+                    'vs_ours_n1': round(ms / first[name], 2),
+                    'vision_ms': round(result.timings.get('encode', 0.0) * 1e3, 1),
+                    'decode_ms': round(result.timings.get('decode', 0.0) * 1e3, 1),
+                    'masks_ms': round(result.timings.get('masks', 0.0) * 1e3, 1),
+                    'repeats': repeats})
+                print(rows[-1], flush=True)
 
 
 def _tracker(name, size, out_dir, device, dtype):
@@ -206,6 +230,8 @@ def main(argv=None):
     parser.add_argument('--size', choices=random_models.SAM3_SIZES, default='reduced')
     parser.add_argument('--prompt-batch', type=int, default=0,
                         help='prompts per DETR / mask-head batch (0: all in one batch)')
+    parser.add_argument('--present-fraction', type=float, default=0.3,
+                        help="share of the prompts with detections in the 'some present' case")
     parser.add_argument('--device', default='auto')
     parser.add_argument('--precision', default='auto')
     parser.add_argument('--prompts', default='1,3,10', help='prompt counts (default 1,3,10)')
@@ -231,7 +257,7 @@ def main(argv=None):
     rows = []
     counts = [int(c) for c in args.prompts.split(',') if c.strip()]
     bench_prompts(model, processor, image, counts, args.repeats, device, dtype, rows,
-                  args.prompt_batch)
+                  args.prompt_batch, args.present_fraction)
     emit('sam3', rows, meta=meta)
     trackers = [t.strip() for t in args.trackers.split(',') if t.strip()]
     if trackers:

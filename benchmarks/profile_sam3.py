@@ -20,9 +20,12 @@ Usage (from the repo root, after ``source scripts/env.sh``)::
 
     python -m benchmarks.profile_sam3 [--size reduced|reduced_vitb|full|tiny]
         [--side PX] [--prompts 1,10] [--repeats 2] [--device cpu] [--no-time]
+        [--batches 0,1,2,5]
 
 ``--side`` runs the full architecture at another input side (a multiple of 42 px, e.g. 504;
-only with ``--size full``); ``--no-time`` only counts the work (one pass per prompt count).
+only with ``--size full``); ``--no-time`` only counts the work (one pass per prompt count);
+``--batches`` adds a table of the time per frame at the largest prompt count with the
+prompts' DETR and mask head run in batches of each size (``0``: all in one batch).
 """
 
 import argparse
@@ -164,6 +167,30 @@ def _summary(work, times, top, counts):
     return row
 
 
+def batch_rows(seg, image, count, batches, repeats):
+    """Rows: ms per frame at ``count`` prompts for each ``prompt_batch``, calls alternating."""
+    seg.set_prompts(PHRASES[:count])
+    times = {size: [] for size in batches}
+    with torch.inference_mode():
+        for size in batches:  # warm-up
+            seg.prompt_batch = size
+            seg.segment(image)
+        for _ in range(repeats):
+            for size in batches:
+                seg.prompt_batch = size
+                start = time.perf_counter()
+                seg.segment(image)
+                if seg.device.type == 'cuda':
+                    torch.cuda.synchronize(seg.device)
+                times[size].append(time.perf_counter() - start)
+    seg.prompt_batch = 0
+    base = float(np.median(times[batches[0]]))
+    return [{'prompts': count, 'prompt_batch': size,
+             'ms': round(float(np.median(times[size])) * 1e3, 1),
+             'vs_first': round(float(np.median(times[size])) / base, 3),
+             'repeats': repeats} for size in batches]
+
+
 def main(argv=None):
     """Profile one configuration and print JSON then a markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
@@ -175,6 +202,9 @@ def main(argv=None):
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--precision', default='auto')
     parser.add_argument('--no-time', action='store_true', help='count the work only')
+    parser.add_argument('--batches', default='',
+                        help='prompt_batch values to compare at the largest prompt count '
+                             "(e.g. 0,1,2,5; '' skips it)")
     args = parser.parse_args(argv)
     if args.side is not None and args.size != 'full':
         parser.error(f'--side {args.side} needs --size full (got --size {args.size})')
@@ -192,6 +222,10 @@ def main(argv=None):
             'parameters_m': round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
             'weights': 'random (speed only)'}
     emit('sam3_profile', rows, meta=meta)
+    batches = [int(b) for b in args.batches.split(',') if b.strip()]
+    if batches:
+        emit('sam3_prompt_batch', batch_rows(seg, image, counts[-1], batches, args.repeats),
+             meta=meta)
 
 
 if __name__ == '__main__':

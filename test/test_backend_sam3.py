@@ -117,6 +117,8 @@ def test_mask_head_only_for_prompts_over_the_threshold(sam3_models, image):
         lambda m, a, kw, o: batches.append(kw['decoder_queries'].shape[0]), with_kwargs=True)
     seg.set_thresholds(threshold=threshold)
     seg.set_prompts(PHRASES)
+    np.testing.assert_allclose(seg.query_scores(image).max(dim=1).values.numpy(),
+                               [best[i] for i in range(len(PHRASES))], atol=1e-5)
     skipped = seg.segment(image).instances
     assert batches == [len(present)]  # the mask head ran for the present prompts only
     assert {i.prompt_index for i in skipped} <= set(present)

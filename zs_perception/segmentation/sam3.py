@@ -37,7 +37,7 @@ from transformers import Sam3LiteTextModel, Sam3Model, Sam3Processor
 from transformers.models.sam3.modeling_sam3 import box_cxcywh_to_xyxy, inverse_sigmoid
 from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
 
-from zs_perception.segmentation.base import Instance, Prompt, Segmenter
+from zs_perception.segmentation.base import check_rgb_image, Instance, Prompt, Segmenter
 from zs_perception.segmentation.device import StageTimer
 from zs_perception.segmentation.instances import mask_box
 from zs_perception.segmentation.loading import load_hf_model
@@ -444,6 +444,26 @@ class Sam3Segmenter(TorchSegmenter):
             if union > 0 and inter / union > self.merge_iou:
                 return entry
         return None
+
+    def query_scores(self, image: np.ndarray) -> torch.Tensor:
+        """Return every query's score on ``image`` for the active prompts, before thresholds.
+
+        Args:
+            image: ``(H, W, 3)`` ``uint8`` RGB.
+
+        Returns:
+            ``(N, Q)`` ``float32`` instance score x presence score (:meth:`decode`, no
+            mask head), on the device; ``(0, Q)`` without prompts.
+
+        """
+        image = check_rgb_image(image)
+        with self._lock, torch.inference_mode():
+            if self._text is None:
+                queries = self.model.config.detr_decoder_config.num_queries
+                return torch.zeros((0, queries), device=self.device)
+            features, mask = self._text
+            vision = self.encode_image(self.preprocess(image))
+            return self.decode(vision, features, mask).scores
 
     def _segment(self, image: np.ndarray, timer: StageTimer) -> Tuple[List[Instance], None]:
         features, mask = self._text
