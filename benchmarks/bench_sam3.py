@@ -108,7 +108,7 @@ def _present_threshold(seg, image, present):
 
 
 def bench_prompts(model, processor, image, counts, repeats, device, dtype, rows,
-                  prompt_batch=0, present_fraction=0.3):
+                  prompt_batch=None, present_fraction=0.3):
     """Rows of the ``sam3`` table: naive vs ours in three cases per prompt count.
 
     Per count, four sides alternate: the documented usage (``naive``, whose cost does not
@@ -228,8 +228,9 @@ def main(argv=None):
     """Run the benchmark and print JSON then markdown tables."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--size', choices=random_models.SAM3_SIZES, default='reduced')
-    parser.add_argument('--prompt-batch', type=int, default=0,
-                        help='prompts per DETR / mask-head batch (0: all in one batch)')
+    parser.add_argument('--prompt-batch', type=int, default=None,
+                        help='prompts per DETR / mask-head batch (0: all in one batch; '
+                             'default: the backend default for the device)')
     parser.add_argument('--present-fraction', type=float, default=0.3,
                         help="share of the prompts with detections in the 'some present' case")
     parser.add_argument('--device', default='auto')
@@ -253,7 +254,8 @@ def main(argv=None):
             'gpu': torch.cuda.get_device_name(device) if device.type == 'cuda' else None,
             'parameters_m': round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
             'weights': 'random (speed only)', 'threshold': THRESHOLD,
-            'prompt_batch': args.prompt_batch}
+            'prompt_batch': Sam3Segmenter(model, processor, device, dtype,
+                                          prompt_batch=args.prompt_batch).prompt_batch}
     rows = []
     counts = [int(c) for c in args.prompts.split(',') if c.strip()]
     bench_prompts(model, processor, image, counts, args.repeats, device, dtype, rows,

@@ -14,7 +14,8 @@ row ``per prompt / shared`` is the ratio P / V of one prompt's work to the share
 work, which decides what batching can gain: N prompts cost about V + N P, so ours at N
 costs (V + N P) / (V + P) of ours at N = 1 and the documented usage (everything once per
 prompt) N (V + P). The mask head runs for every prompt here (``skip_absent_masks`` off),
-so the per-prompt figures are those of prompts that are all present.
+so the per-prompt figures are those of prompts that are all present, and the N prompts
+run as one batch (``prompt_batch`` 0; ``--batches`` compares batch sizes).
 
 Usage (from the repo root, after ``source scripts/env.sh``)::
 
@@ -212,7 +213,8 @@ def main(argv=None):
     dtype = resolve_dtype(args.precision, device)
     model, processor = build_sam3(args.size, device, dtype, side=args.side)
     seg = Sam3Segmenter(model, processor, device, dtype, threshold=THRESHOLD, min_area_px=1,
-                        max_objects=100, merge_iou=1.0, skip_absent_masks=False)
+                        max_objects=100, merge_iou=1.0, skip_absent_masks=False,
+                        prompt_batch=0)
     image = render_scene(640, 480, seed=2)['rgb']
     counts = [int(c) for c in args.prompts.split(',') if c.strip()]
     rows = profile(seg, image, counts, args.repeats, not args.no_time)

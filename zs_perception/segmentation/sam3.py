@@ -58,6 +58,10 @@ SAM3_MODEL_TYPES = {
 MASK_THRESHOLD = 0.5
 # Default overlap (IoU) above which two masks of the same prompt are merged into one instance.
 DEFAULT_MERGE_IOU = 0.5
+# Prompts per DETR / mask-head batch on a CPU: one at a time ran a 10-prompt frame in less
+# than half the time of one batch of 10 there (docs/sam3.md, "Batching on CPU"); on an
+# accelerator all the prompts of a frame run as one batch.
+CPU_PROMPT_BATCH = 1
 # Candidate masks resized to the image per step (bounds memory when the threshold is low).
 _RESIZE_CHUNK = 32
 
@@ -162,7 +166,8 @@ class Sam3Segmenter(TorchSegmenter):
             least ``threshold`` (the instances are the same either way; ``False`` runs it
             for every prompt, as the documented usage does).
         prompt_batch: prompts per batch of the DETR encoder, decoder and mask head; ``0``
-            runs all the prompts of a frame as one batch.
+            runs all the prompts of a frame as one batch; ``None``:
+            :data:`CPU_PROMPT_BATCH` on a CPU, one batch elsewhere.
 
     """
 
@@ -172,11 +177,13 @@ class Sam3Segmenter(TorchSegmenter):
     def __init__(self, model: torch.nn.Module, processor: Sam3Processor, device: torch.device,
                  dtype: torch.dtype, threshold: float = 0.4, min_area_px: int = 100,
                  max_objects: int = 20, merge_iou: float = DEFAULT_MERGE_IOU,
-                 skip_absent_masks: bool = True, prompt_batch: int = 0):
+                 skip_absent_masks: bool = True, prompt_batch: Optional[int] = None):
         super().__init__(device, threshold=threshold, min_area_px=min_area_px,
                          max_objects=max_objects, merge_iou=merge_iou)
         self.model = model
         self.skip_absent_masks = bool(skip_absent_masks)
+        if prompt_batch is None:
+            prompt_batch = CPU_PROMPT_BATCH if torch.device(device).type == 'cpu' else 0
         if int(prompt_batch) < 0:
             raise ValueError(f'prompt_batch must be >= 0 (0: all prompts in one batch), '
                              f'got {prompt_batch}')
