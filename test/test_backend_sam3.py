@@ -19,7 +19,7 @@ from transformers import Sam3Processor
 from zs_perception.segmentation.base import ModelLoadError, Prompt
 from zs_perception.segmentation.factory import create_segmenter
 from zs_perception.segmentation.instances import mask_box
-from zs_perception.segmentation.sam3 import Sam3Segmenter
+from zs_perception.segmentation.sam3 import CPU_PROMPT_BATCH, Sam3Segmenter
 from zs_perception.testing.random_models import output_spread
 from zs_perception.testing.scene import render_scene
 
@@ -102,6 +102,7 @@ def _assert_same(ours, reference, phrases):
 
 def test_mask_head_only_for_prompts_over_the_threshold(sam3_models, image):
     seg = _segmenter(sam3_models['sam3'])
+    seg.prompt_batch = 0  # one batch: the hook sees the mask head's whole batch
     processor = Sam3Processor.from_pretrained(sam3_models['sam3'])
     best = {}  # prompt index -> its best query score
     for score, index, _, _ in _documented(seg.model, processor, image, PHRASES, 0.0):
@@ -160,6 +161,8 @@ def test_tiny_model_is_not_saturated(sam3_models, image):
 
 def test_vision_once_per_frame_text_once_per_goal(sam3_models, image):
     seg = _segmenter(sam3_models['sam3'])
+    assert seg.prompt_batch == CPU_PROMPT_BATCH  # the CPU default
+    seg.prompt_batch = 0  # all prompts in one batch (the default on an accelerator)
     calls = {'vision': 0, 'text': [], 'detr': []}
     seg.model.vision_encoder.register_forward_hook(
         lambda m, a, o: calls.__setitem__('vision', calls['vision'] + 1))
@@ -181,6 +184,11 @@ def test_vision_once_per_frame_text_once_per_goal(sam3_models, image):
     seg.set_prompts([])
     assert seg.segment(image).instances == []
     assert calls['vision'] == 3  # no prompts: no model run
+    seg.set_prompts(PHRASES)
+    seg.prompt_batch = CPU_PROMPT_BATCH
+    calls['detr'].clear()
+    seg.segment(image)
+    assert calls['vision'] == 4 and calls['detr'] == [CPU_PROMPT_BATCH] * 10
 
 
 def test_thresholds_and_merging(sam3_models, image):
