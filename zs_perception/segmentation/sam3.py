@@ -9,8 +9,9 @@ the cost for several prompts:
   its :func:`~zs_perception.segmentation.prompting.prompt_key` and only new prompts are
   encoded;
 - the vision encoder (most of the model) runs once per frame, whatever the number of
-  prompts; its feature pyramid is expanded (a view, no copy) to the N prompts and the DETR
-  encoder and decoder run as one batch of N;
+  prompts; its feature pyramid is expanded (a view, no copy) to the prompts and the DETR
+  encoder and decoder run as one batch of N on an accelerator, one prompt at a time on a
+  CPU (faster there: :data:`CPU_PROMPT_BATCH`);
 - the mask head (the prompt's cross-attention, pixel decoder and mask prediction) runs
   only for the prompts with at least one query scoring ``threshold`` or more: the masks of
   the other prompts' queries are never used, so a prompt whose concept is absent costs
