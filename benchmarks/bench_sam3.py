@@ -5,9 +5,11 @@ Two tables, on a 640x480 frame:
 - ``sam3``: for N prompts, the median time per frame of the documented transformers usage
   (``Sam3Processor`` + ``Sam3Model`` once per prompt + ``post_process_instance_segmentation``,
   the model card's multi-prompt recipe) and of the backend (vision encoder once, text
-  cached, one batched decoder call), their ratio (``speedup``) and the backend's cost
-  relative to its own N = 1 (``vs_ours_n1``). Calls of the two sides alternate, so load
-  hits both alike.
+  cached, DETR per prompt, mask head only for prompts with a query over the threshold),
+  their ratio (``speedup``) and the backend's cost relative to its own N = 1
+  (``vs_ours_n1``), in three cases (:func:`bench_prompts`: at ``THRESHOLD``, every prompt
+  present, some present), with how many prompts had detections (``detected``) and ran
+  the mask head. Calls of the sides alternate, so load hits them alike.
 - ``propagation``: a stream of frames of a rendered scene panning across the view, N = 3
   prompts and at most ``--objects`` objects: the backend on every frame, and the backend
   on keyframes (every ``--every`` frames) with a video tracker in between. Per-frame
@@ -16,15 +18,19 @@ Two tables, on a 640x480 frame:
 
 Usage (from the repo root, after ``source scripts/env.sh``)::
 
-    python -m benchmarks.bench_sam3 [--size tiny|reduced|full] [--device auto|cpu|cuda]
-        [--precision auto|fp32|fp16|bf16] [--prompts 1,3,10] [--repeats 3]
-        [--trackers sam2,edgetam,sam3_tracker] [--frames 30] [--every 5] [--objects 5]
+    python -m benchmarks.bench_sam3 [--size tiny|reduced|reduced_vitb|full]
+        [--device auto|cpu|cuda] [--precision auto|fp32|fp16|bf16] [--prompts 1,3,10]
+        [--repeats 3] [--threads N] [--clock wall|process] [--prompt-batch N]
+        [--present-fraction 0.3] [--trackers sam2,edgetam,sam3_tracker] [--frames 30]
+        [--every 5] [--objects 5]
 
 Random weights built in memory (``zs_perception.testing.random_models``; nothing is
 written except the trackers' temporary directories): the figures are speed only. The
-default ``reduced`` size keeps SAM 3's DETR encoder, decoder and mask head and shrinks the
-vision and text encoders (ViT-B-sized at 336 px) so a CPU run takes minutes; ``full`` is
-``facebook/sam3`` (ViT-L/14 at 1008 px, 840 M parameters), for a GPU::
+default ``reduced`` size is the full SAM 3 architecture at 336 px, which keeps the full
+model's proportion of per-prompt to shared work while a CPU run takes minutes;
+``reduced_vitb`` is the earlier CPU size (ViT-B-sized vision, whose shared part is too
+small relative to the per-prompt part; see docs/sam3.md); ``full`` is ``facebook/sam3``
+(ViT-L/14 at 1008 px), for a GPU::
 
     python -m benchmarks.bench_sam3 --size full --device cuda --prompts 1,3,10 \\
         --trackers sam2,edgetam,sam3_tracker --objects 5 --frames 60
@@ -36,6 +42,7 @@ weights would otherwise drop them at random and turn frames into keyframes).
 import argparse
 from pathlib import Path
 import tempfile
+import time
 
 from benchmarks.report import emit, stats_ms
 import numpy as np
@@ -74,51 +81,101 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def _timed(fn, device):
-    import time
+def _timed(fn, device, clock=time.perf_counter):
     _sync(device)
-    t0 = time.perf_counter()
+    t0 = clock()
     fn()
     _sync(device)
-    return time.perf_counter() - t0
+    return clock() - t0
 
 
-def build_sam3(size, device, dtype, seed=0):
-    """Build a random ``Sam3Model`` of ``size`` and its processor, in memory."""
+def build_sam3(size, device, dtype, seed=0, side=None):
+    """Build a random ``Sam3Model`` of ``size`` (``side``: its input side) and its processor."""
     torch.manual_seed(seed)
-    processor = random_models.sam3_processor(size)
-    model = Sam3Model(random_models.sam3_config(size, processor.tokenizer)).eval()
+    processor = random_models.sam3_processor(size, side)
+    model = Sam3Model(random_models.sam3_config(size, processor.tokenizer, side=side)).eval()
     if size == 'tiny':
         random_models.small_init_(model, seed=seed)
     return model.to(device, dtype), processor
 
 
-def bench_prompts(model, processor, image, counts, repeats, device, dtype, rows):
-    """Rows of the ``sam3`` table: naive vs ours per prompt count."""
-    seg = Sam3Segmenter(model, processor, device, dtype, threshold=THRESHOLD, min_area_px=1,
-                        max_objects=100, merge_iou=1.0)
-    ours_n1 = None
+def _present_threshold(seg, image, present):
+    """Return a threshold over which exactly ``present`` of ``seg``'s prompts have a query.
+
+    Between the ``present``-th and the next prompt's best query score (instance x
+    presence), from one decode of ``image``; used to emulate a scene in which that many
+    of the prompts are in view (random weights give no natural one).
+    """
+    best = seg.query_scores(image).max(dim=1).values
+    best = sorted(best.tolist(), reverse=True)
+    if present >= len(best):
+        return best[-1] * (1 - 1e-6)
+    return (best[present - 1] + best[present]) / 2
+
+
+def bench_prompts(model, processor, image, counts, repeats, device, dtype, rows,
+                  prompt_batch=None, present_fraction=0.3, clock=time.perf_counter):
+    """Rows of the ``sam3`` table: naive vs ours in three cases per prompt count.
+
+    Per count, four sides alternate: the documented usage (``naive``, whose cost does not
+    depend on the scores: it runs every part for every prompt) and ours in three cases:
+
+    - ``threshold``: at ``THRESHOLD``; the mask head runs for the prompts with a query over
+      it (with random weights, the scores decide how many);
+    - ``all present``: a threshold just under the lowest of the prompts' best query scores,
+      so that every prompt has detections and runs the mask head;
+    - ``some present``: a threshold between the prompts' best scores such that
+      ``max(1, round(present_fraction N))`` of the N prompts have detections (an emulated
+      scene with that many of the goal's phrases in view).
+    """
+    def segmenter():
+        return Sam3Segmenter(model, processor, device, dtype, threshold=THRESHOLD,
+                             min_area_px=1, max_objects=100, merge_iou=1.0,
+                             prompt_batch=prompt_batch)
+
+    cases = {'threshold': segmenter(), 'all present': segmenter(), 'some present': segmenter()}
+    masked = []
+    model.mask_decoder.register_forward_hook(
+        lambda m, a, kw, o: masked.append(kw['decoder_queries'].shape[0]), with_kwargs=True)
+    first = {}
     for count in counts:
         phrases = PHRASES[:count]
-        seg.set_prompts(phrases)
-        naive, ours = [], []
+        for seg in cases.values():
+            seg.set_prompts(phrases)
+        for name, present in (('all present', count),
+                              ('some present', max(1, round(present_fraction * count)))):
+            cases[name].set_thresholds(threshold=_present_threshold(cases[name], image, present))
+        times = {name: [] for name in ('naive', *cases)}
         with torch.inference_mode():
-            naive_segment(model, processor, image, phrases, device, dtype)  # warm-up
-            seg.segment(image)
+            found = naive_segment(model, processor, image, phrases, device, dtype)  # warm-up
+            for seg in cases.values():
+                seg.segment(image)
             for _ in range(repeats):
-                naive.append(_timed(lambda: naive_segment(model, processor, image, phrases,
-                                                          device, dtype), device))
-                ours.append(_timed(lambda: seg.segment(image), device))
-        stages = seg.segment(image).timings
-        naive_ms, ours_ms = stats_ms(naive)['median_ms'], stats_ms(ours)['median_ms']
-        ours_n1 = ours_ms if count == 1 else ours_n1
-        rows.append({'prompts': count, 'naive_ms': naive_ms, 'ours_ms': ours_ms,
-                     'speedup': round(naive_ms / ours_ms, 2),
-                     'vs_ours_n1': round(ours_ms / ours_n1, 2) if ours_n1 else None,
-                     'ours_vision_ms': round(stages.get('encode', 0.0) * 1e3, 1),
-                     'ours_decode_ms': round(stages.get('decode', 0.0) * 1e3, 1),
-                     'repeats': repeats})
-        print(rows[-1], flush=True)
+                times['naive'].append(_timed(lambda: naive_segment(
+                    model, processor, image, phrases, device, dtype), device, clock))
+                for name, seg in cases.items():
+                    times[name].append(_timed(lambda seg=seg: seg.segment(image), device,
+                                              clock))
+            naive_ms = stats_ms(times['naive'])['median_ms']
+            for name, seg in cases.items():
+                masked.clear()
+                result = seg.segment(image)
+                ms = stats_ms(times[name])['median_ms']
+                first.setdefault(name, ms)
+                rows.append({
+                    'prompts': count, 'case': name, 'threshold': round(seg.threshold, 4),
+                    'detected': len({i.prompt_index for i in result.instances}),
+                    'instances': len(result.instances),
+                    'mask_head_prompts': sum(masked),
+                    'naive_detected': sum(1 for r in found if len(r['scores']))
+                    if name == 'threshold' else None,
+                    'naive_ms': naive_ms, 'ours_ms': ms, 'speedup': round(naive_ms / ms, 2),
+                    'vs_ours_n1': round(ms / first[name], 2),
+                    'vision_ms': round(result.timings.get('encode', 0.0) * 1e3, 1),
+                    'decode_ms': round(result.timings.get('decode', 0.0) * 1e3, 1),
+                    'masks_ms': round(result.timings.get('masks', 0.0) * 1e3, 1),
+                    'repeats': repeats})
+                print(rows[-1], flush=True)
 
 
 def _tracker(name, size, out_dir, device, dtype):
@@ -177,7 +234,17 @@ def _frame_stats(seconds):
 def main(argv=None):
     """Run the benchmark and print JSON then markdown tables."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--size', choices=('tiny', 'reduced', 'full'), default='reduced')
+    parser.add_argument('--size', choices=random_models.SAM3_SIZES, default='reduced')
+    parser.add_argument('--prompt-batch', type=int, default=None,
+                        help='prompts per DETR / mask-head batch (0: all in one batch; '
+                             'default: the backend default for the device)')
+    parser.add_argument('--threads', type=int, default=0,
+                        help="torch's CPU threads (0: torch's default)")
+    parser.add_argument('--clock', choices=('wall', 'process'), default='wall',
+                        help="the sam3 table's clock: wall time, or this process's CPU time "
+                             '(with --threads 1, robust to other jobs on a shared machine)')
+    parser.add_argument('--present-fraction', type=float, default=0.3,
+                        help="share of the prompts with detections in the 'some present' case")
     parser.add_argument('--device', default='auto')
     parser.add_argument('--precision', default='auto')
     parser.add_argument('--prompts', default='1,3,10', help='prompt counts (default 1,3,10)')
@@ -188,6 +255,8 @@ def main(argv=None):
     parser.add_argument('--every', type=int, default=5, help='detect_every_n_frames')
     parser.add_argument('--objects', type=int, default=5)
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.precision, device)
     image = render_scene(WIDTH, HEIGHT, seed=2)['rgb']
@@ -198,10 +267,14 @@ def main(argv=None):
             'threads': torch.get_num_threads(),
             'gpu': torch.cuda.get_device_name(device) if device.type == 'cuda' else None,
             'parameters_m': round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
-            'weights': 'random (speed only)'}
+            'weights': 'random (speed only)', 'threshold': THRESHOLD, 'clock': args.clock,
+            'prompt_batch': Sam3Segmenter(model, processor, device, dtype,
+                                          prompt_batch=args.prompt_batch).prompt_batch}
     rows = []
     counts = [int(c) for c in args.prompts.split(',') if c.strip()]
-    bench_prompts(model, processor, image, counts, args.repeats, device, dtype, rows)
+    bench_prompts(model, processor, image, counts, args.repeats, device, dtype, rows,
+                  args.prompt_batch, args.present_fraction,
+                  time.process_time if args.clock == 'process' else time.perf_counter)
     emit('sam3', rows, meta=meta)
     trackers = [t.strip() for t in args.trackers.split(',') if t.strip()]
     if trackers:

@@ -19,7 +19,7 @@ from transformers import Sam3Processor
 from zs_perception.segmentation.base import ModelLoadError, Prompt
 from zs_perception.segmentation.factory import create_segmenter
 from zs_perception.segmentation.instances import mask_box
-from zs_perception.segmentation.sam3 import Sam3Segmenter
+from zs_perception.segmentation.sam3 import CPU_PROMPT_BATCH, Sam3Segmenter
 from zs_perception.testing.random_models import output_spread
 from zs_perception.testing.scene import render_scene
 
@@ -82,7 +82,11 @@ def test_equals_the_documented_usage(sam3_models, image, variant, count):
     assert 0 < len(reference) < len(everything)
     seg.set_thresholds(threshold=threshold)
     seg.set_prompts(phrases)
-    ours = seg.segment(image).instances
+    _assert_same(seg.segment(image).instances, reference, phrases)
+
+
+def _assert_same(ours, reference, phrases):
+    """Check that the backend's instances equal the documented usage's (:func:`_documented`)."""
     # The backend never returns an empty mask (min_area_px is at least 1 pixel).
     reference = [r for r in reference if r[2].any()]
     assert len(ours) == len(reference)
@@ -94,6 +98,53 @@ def test_equals_the_documented_usage(sam3_models, image, variant, count):
         assert np.count_nonzero(instance.mask != mask) <= max(2, mask.size // 100_000)
         np.testing.assert_allclose(instance.box, mask_box(mask), atol=1)
         assert instance.track_id == -1
+
+
+def test_mask_head_only_for_prompts_over_the_threshold(sam3_models, image):
+    seg = _segmenter(sam3_models['sam3'])
+    seg.prompt_batch = 0  # one batch: the hook sees the mask head's whole batch
+    processor = Sam3Processor.from_pretrained(sam3_models['sam3'])
+    best = {}  # prompt index -> its best query score
+    for score, index, _, _ in _documented(seg.model, processor, image, PHRASES, 0.0):
+        best[index] = max(best.get(index, 0.0), score)
+    tops = sorted(best.values())
+    # Between the prompts' best scores: about half of the prompts have no query over it.
+    threshold = (tops[len(tops) // 2 - 1] + tops[len(tops) // 2]) / 2
+    present = sorted(i for i, s in best.items() if s >= threshold)
+    assert 0 < len(present) < len(PHRASES)
+    reference = _documented(seg.model, processor, image, PHRASES, threshold)
+    batches = []
+    seg.model.mask_decoder.register_forward_hook(
+        lambda m, a, kw, o: batches.append(kw['decoder_queries'].shape[0]), with_kwargs=True)
+    seg.set_thresholds(threshold=threshold)
+    seg.set_prompts(PHRASES)
+    np.testing.assert_allclose(seg.query_scores(image).max(dim=1).values.numpy(),
+                               [best[i] for i in range(len(PHRASES))], atol=1e-5)
+    skipped = seg.segment(image).instances
+    assert batches == [len(present)]  # the mask head ran for the present prompts only
+    assert {i.prompt_index for i in skipped} <= set(present)
+    _assert_same(skipped, reference, PHRASES)
+    seg.skip_absent_masks = False
+    every = seg.segment(image).instances
+    assert batches == [len(present), len(PHRASES)]
+    assert len(every) == len(skipped)
+    for a, b in zip(every, skipped):
+        assert (a.label, a.prompt_index, a.score) == (b.label, b.prompt_index, b.score)
+        np.testing.assert_array_equal(a.mask, b.mask)
+        np.testing.assert_array_equal(a.box, b.box)
+    # No query of any prompt over the threshold: no mask head at all, and no instances.
+    seg.skip_absent_masks = True
+    seg.set_thresholds(threshold=tops[-1] + 1e-3)
+    assert seg.segment(image).instances == []
+    assert batches == [len(present), len(PHRASES)]
+    assert _documented(seg.model, processor, image, PHRASES, tops[-1] + 1e-3) == []
+    # In batches of 3 prompts: the same instances.
+    seg.set_thresholds(threshold=threshold)
+    seg.prompt_batch = 3
+    batches.clear()
+    chunked = seg.segment(image).instances
+    assert batches == [3] * (len(present) // 3) + [len(present) % 3] * (len(present) % 3 > 0)
+    _assert_same(chunked, reference, PHRASES)
 
 
 def test_tiny_model_is_not_saturated(sam3_models, image):
@@ -110,6 +161,8 @@ def test_tiny_model_is_not_saturated(sam3_models, image):
 
 def test_vision_once_per_frame_text_once_per_goal(sam3_models, image):
     seg = _segmenter(sam3_models['sam3'])
+    assert seg.prompt_batch == CPU_PROMPT_BATCH  # the CPU default
+    seg.prompt_batch = 0  # all prompts in one batch (the default on an accelerator)
     calls = {'vision': 0, 'text': [], 'detr': []}
     seg.model.vision_encoder.register_forward_hook(
         lambda m, a, o: calls.__setitem__('vision', calls['vision'] + 1))
@@ -131,6 +184,11 @@ def test_vision_once_per_frame_text_once_per_goal(sam3_models, image):
     seg.set_prompts([])
     assert seg.segment(image).instances == []
     assert calls['vision'] == 3  # no prompts: no model run
+    seg.set_prompts(PHRASES)
+    seg.prompt_batch = CPU_PROMPT_BATCH
+    calls['detr'].clear()
+    seg.segment(image)
+    assert calls['vision'] == 4 and calls['detr'] == [CPU_PROMPT_BATCH] * 10
 
 
 def test_thresholds_and_merging(sam3_models, image):

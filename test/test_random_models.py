@@ -3,12 +3,14 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 from segment_anything import SamPredictor
 import torch
 
 from zs_perception.segmentation.detectors import load_detector
 from zs_perception.segmentation.factory import create_segmenter
 from zs_perception.segmentation.loading import load_sam
+from zs_perception.testing import random_models
 
 CPU = torch.device('cpu')
 
@@ -62,3 +64,26 @@ def test_sam_candidates_differ_and_box_prompts_choose_different_ones(tiny_models
         assert 0.05 < masks.mean(axis=(1, 2)).min() and masks.mean(axis=(1, 2)).max() < 0.95
         picks.append(int(iou.argmax()))
     assert len(set(picks)) > 1, f'the predicted IoU always chose candidate {picks[0]}'
+
+
+def test_sam3_sizes_keep_the_full_architecture_at_lower_sides():
+    full = random_models.sam3_config('full', random_models.sam3_processor('full').tokenizer)
+    for size, side in (('reduced', 336), ('full', 504)):
+        processor = random_models.sam3_processor(size, None if size == 'reduced' else side)
+        config = random_models.sam3_config(size, processor.tokenizer,
+                                           side=None if size == 'reduced' else side)
+        vit, grid = config.vision_config.backbone_config, side // 14
+        assert processor.image_processor.size['height'] == vit.image_size == side
+        # The published ViT-L/14 (1024 wide, 32 layers) with its 3 x 3 attention windows.
+        assert (vit.hidden_size, vit.num_hidden_layers, vit.window_size) == (1024, 32, grid // 3)
+        assert vit.global_attn_indexes == full.vision_config.backbone_config.global_attn_indexes
+        assert config.vision_config.backbone_feature_sizes == [[4 * grid] * 2, [2 * grid] * 2,
+                                                               [grid] * 2]
+        for part in ('detr_encoder_config', 'detr_decoder_config', 'mask_decoder_config'):
+            assert getattr(config, part).to_dict() == getattr(full, part).to_dict()
+        assert config.text_config.to_dict() == full.text_config.to_dict()
+    vitb = random_models.sam3_config('reduced_vitb',
+                                     random_models.sam3_processor('reduced_vitb').tokenizer)
+    assert vitb.vision_config.backbone_config.hidden_size == 768
+    with pytest.raises(ValueError, match='multiple of 42'):
+        random_models.sam3_full_vision(500)

@@ -9,17 +9,25 @@ the cost for several prompts:
   its :func:`~zs_perception.segmentation.prompting.prompt_key` and only new prompts are
   encoded;
 - the vision encoder (most of the model) runs once per frame, whatever the number of
-  prompts; its feature pyramid is expanded (a view, no copy) to the N prompts and the DETR
-  encoder, decoder and mask head run as one batch of N.
+  prompts; its feature pyramid is expanded (a view, no copy) to the prompts and the DETR
+  encoder and decoder run as one batch of N on an accelerator, one prompt at a time on a
+  CPU (faster there: :data:`CPU_PROMPT_BATCH`);
+- the mask head (the prompt's cross-attention, pixel decoder and mask prediction) runs
+  only for the prompts with at least one query scoring ``threshold`` or more: the masks of
+  the other prompts' queries are never used, so a prompt whose concept is absent costs
+  only its DETR part.
 
 Built on :class:`~zs_perception.segmentation.torch_backend.TorchSegmenter` (lock, device,
 input checks, out-of-memory mapping, timing, loading); each stage is its own method
 (:meth:`Sam3Segmenter.preprocess`, :meth:`~Sam3Segmenter.encode_text`,
-:meth:`~Sam3Segmenter.forward`, :meth:`~Sam3Segmenter.postprocess`).
+:meth:`~Sam3Segmenter.encode_image`, :meth:`~Sam3Segmenter.decode`,
+:meth:`~Sam3Segmenter.predict_masks`, :meth:`~Sam3Segmenter.postprocess`); they call the
+model's own submodules in the order of ``Sam3Model.forward`` for text prompts.
 ``Sam3LiteTextModel`` checkpoints (MobileCLIP-sized text encoder, same processor) load
 through the same setting.
 """
 
+from dataclasses import dataclass
 import os
 from pathlib import Path
 from typing import Dict, Hashable, List, Optional, Sequence, Tuple
@@ -27,10 +35,10 @@ from typing import Dict, Hashable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from transformers import Sam3LiteTextModel, Sam3Model, Sam3Processor
-from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.models.sam3.modeling_sam3 import box_cxcywh_to_xyxy, inverse_sigmoid
 from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
 
-from zs_perception.segmentation.base import Instance, Prompt, Segmenter
+from zs_perception.segmentation.base import check_rgb_image, Instance, Prompt, Segmenter
 from zs_perception.segmentation.device import StageTimer
 from zs_perception.segmentation.instances import mask_box
 from zs_perception.segmentation.loading import load_hf_model
@@ -51,6 +59,10 @@ SAM3_MODEL_TYPES = {
 MASK_THRESHOLD = 0.5
 # Default overlap (IoU) above which two masks of the same prompt are merged into one instance.
 DEFAULT_MERGE_IOU = 0.5
+# Prompts per DETR / mask-head batch on a CPU: one at a time ran a 10-prompt frame in less
+# than half the time of one batch of 10 there (docs/sam3.md, "Batching on CPU"); on an
+# accelerator all the prompts of a frame run as one batch.
+CPU_PROMPT_BATCH = 1
 # Candidate masks resized to the image per step (bounds memory when the threshold is low).
 _RESIZE_CHUNK = 32
 
@@ -108,6 +120,29 @@ def load_sam3(model: str, device: torch.device, dtype: torch.dtype,
                          allow_random_weights=allow_random_weights)
 
 
+@dataclass
+class Sam3Decoded:
+    """The batched outputs of one frame for N prompts (prompt i in row i).
+
+    Attributes:
+        scores: ``(N, Q)`` ``float32`` instance score x presence score of each query.
+        pred_boxes: ``(N, Q, 4)`` boxes, normalised ``xyxy``, model dtype.
+        queries: ``(N, Q, C)`` the DETR decoder's last query states (the mask head's input).
+        encoder_states: ``(N, T, C)`` the DETR encoder's prompt-fused image tokens.
+        pred_masks: ``(M, Q, h, w)`` mask logits of the ``M`` prompts in ``mask_prompts``
+            (``None`` before :meth:`Sam3Segmenter.predict_masks`).
+        mask_prompts: ``(M,)`` ``int64`` prompt index of each row of ``pred_masks``.
+
+    """
+
+    scores: torch.Tensor
+    pred_boxes: torch.Tensor
+    queries: torch.Tensor
+    encoder_states: torch.Tensor
+    pred_masks: Optional[torch.Tensor] = None
+    mask_prompts: Optional[torch.Tensor] = None
+
+
 class Sam3Segmenter(TorchSegmenter):
     """SAM 3 instances for text prompts: mask, box, score, label.
 
@@ -128,6 +163,12 @@ class Sam3Segmenter(TorchSegmenter):
         max_objects: most instances returned, highest score first.
         merge_iou: masks of one prompt overlapping by more than this IoU are merged;
             ``1.0`` merges nothing.
+        skip_absent_masks: run the mask head only for prompts with a query scoring at
+            least ``threshold`` (the instances are the same either way; ``False`` runs it
+            for every prompt, as the documented usage does).
+        prompt_batch: prompts per batch of the DETR encoder, decoder and mask head; ``0``
+            runs all the prompts of a frame as one batch; ``None``:
+            :data:`CPU_PROMPT_BATCH` on a CPU, one batch elsewhere.
 
     """
 
@@ -136,10 +177,18 @@ class Sam3Segmenter(TorchSegmenter):
 
     def __init__(self, model: torch.nn.Module, processor: Sam3Processor, device: torch.device,
                  dtype: torch.dtype, threshold: float = 0.4, min_area_px: int = 100,
-                 max_objects: int = 20, merge_iou: float = DEFAULT_MERGE_IOU):
+                 max_objects: int = 20, merge_iou: float = DEFAULT_MERGE_IOU,
+                 skip_absent_masks: bool = True, prompt_batch: Optional[int] = None):
         super().__init__(device, threshold=threshold, min_area_px=min_area_px,
                          max_objects=max_objects, merge_iou=merge_iou)
         self.model = model
+        self.skip_absent_masks = bool(skip_absent_masks)
+        if prompt_batch is None:
+            prompt_batch = CPU_PROMPT_BATCH if torch.device(device).type == 'cpu' else 0
+        if int(prompt_batch) < 0:
+            raise ValueError(f'prompt_batch must be >= 0 (0: all prompts in one batch), '
+                             f'got {prompt_batch}')
+        self.prompt_batch = int(prompt_batch)
         self.image_processor = processor.image_processor
         self.tokenizer = processor.tokenizer
         self.dtype = dtype
@@ -209,9 +258,15 @@ class Sam3Segmenter(TorchSegmenter):
         """Run the vision encoder once: the feature pyramid and its position encodings."""
         return self.model.get_vision_features(pixel_values=pixels)
 
-    def forward(self, vision: Sam3VisionEncoderOutput, features: torch.Tensor,
-                mask: torch.Tensor):
-        """Decode all prompts in one batch over one image's vision features.
+    def decode(self, vision: Sam3VisionEncoderOutput, features: torch.Tensor,
+               mask: torch.Tensor) -> Sam3Decoded:
+        """Run the DETR encoder and decoder for the prompts, and score their queries.
+
+        ``Sam3Model.forward`` for text prompts up to its mask head: the feature pyramid of
+        one image expanded (a view) to the prompts, the DETR encoder fusing each prompt
+        into the image tokens, the DETR decoder, the last layer's boxes, instance logits and
+        presence logit. The prompts run as batches of :attr:`prompt_batch` (all at once
+        when 0); each prompt's outputs depend only on its own row.
 
         Args:
             vision: :meth:`encode_image` of one image (batch 1).
@@ -219,21 +274,93 @@ class Sam3Segmenter(TorchSegmenter):
             mask: ``(N, 32)`` their attention mask.
 
         Returns:
-            The ``Sam3ImageSegmentationOutput`` of batch N (prompt i in row i): ``pred_logits``
-            ``(N, Q)``, ``presence_logits`` ``(N, 1)``, ``pred_boxes`` ``(N, Q, 4)``
-            normalised ``xyxy``, ``pred_masks`` ``(N, Q, h, w)`` logits.
+            The scores, boxes and the mask head's inputs; no masks yet.
 
         """
+        parts = [self._decode_batch(vision, features[rows], mask[rows].bool())
+                 for rows in self._batches(features.shape[0])]
+        if len(parts) == 1:
+            return parts[0]
+        return Sam3Decoded(*(torch.cat(fields) for fields in
+                             zip(*((d.scores, d.pred_boxes, d.queries, d.encoder_states)
+                                   for d in parts))))
+
+    def _batches(self, count: int) -> List[slice]:
+        """Row slices of ``count`` prompts, :attr:`prompt_batch` at a time (0: one slice)."""
+        size = int(self.prompt_batch) or max(count, 1)
+        return [slice(start, min(start + size, count)) for start in range(0, count, size)]
+
+    def _decode_batch(self, vision: Sam3VisionEncoderOutput, features: torch.Tensor,
+                      text_mask: torch.Tensor) -> Sam3Decoded:
+        """:meth:`decode` of one batch of prompts (``text_mask`` ``bool``)."""
+        model = self.model
         count = features.shape[0]
-        expanded = Sam3VisionEncoderOutput(
-            last_hidden_state=vision.last_hidden_state,
-            fpn_hidden_states=tuple(x.expand(count, -1, -1, -1)
-                                    for x in vision.fpn_hidden_states),
-            fpn_position_encoding=tuple(x.expand(count, -1, -1, -1)
-                                        for x in vision.fpn_position_encoding))
-        return self.model(vision_embeds=expanded,
-                          text_embeds=BaseModelOutputWithPooling(pooler_output=features),
-                          attention_mask=mask)
+        encoder = model.detr_encoder(
+            vision_features=[vision.fpn_hidden_states[-2].expand(count, -1, -1, -1)],
+            text_features=features,
+            vision_pos_embeds=[vision.fpn_position_encoding[-2].expand(count, -1, -1, -1)],
+            text_mask=text_mask)
+        decoder = model.detr_decoder(
+            vision_features=encoder.last_hidden_state, text_features=encoder.text_features,
+            vision_pos_encoding=encoder.pos_embeds_flattened, text_mask=text_mask,
+            spatial_shapes=encoder.spatial_shapes)
+        queries = decoder.intermediate_hidden_states[-1:]  # (1, N, Q, C): the last layer
+        offsets = model.detr_decoder.box_head(queries)[0]
+        boxes = box_cxcywh_to_xyxy(
+            (inverse_sigmoid(decoder.reference_boxes[-1]) + offsets).sigmoid())
+        logits = model.dot_product_scoring(decoder_hidden_states=queries,
+                                           text_features=encoder.text_features,
+                                           text_mask=text_mask)[0].squeeze(-1)
+        scores = logits.float().sigmoid() * decoder.presence_logits[-1].float().sigmoid()
+        return Sam3Decoded(scores=scores, pred_boxes=boxes, queries=queries[0],
+                           encoder_states=encoder.last_hidden_state)
+
+    def predict_masks(self, vision: Sam3VisionEncoderOutput, decoded: Sam3Decoded,
+                      features: torch.Tensor, mask: torch.Tensor) -> Sam3Decoded:
+        """Run the mask head for the prompts whose masks can be used; fill ``decoded``'s masks.
+
+        With :attr:`skip_absent_masks`, only the prompts with at least one query scoring
+        ``threshold`` or more (the queries :meth:`postprocess` keeps) run, in batches of
+        :attr:`prompt_batch`; each prompt's masks depend only on its own row, so they are
+        those of a run over all prompts.
+
+        Args:
+            vision: :meth:`encode_image` of the image.
+            decoded: :meth:`decode`'s output for the prompts.
+            features: ``(N, 32, D)`` text features.
+            mask: ``(N, 32)`` their attention mask.
+
+        Returns:
+            ``decoded``, with ``pred_masks`` ``(M, Q, h, w)`` logits (``None`` when
+            ``M = 0``) and ``mask_prompts``.
+
+        """
+        if self.skip_absent_masks:
+            rows = torch.nonzero((decoded.scores >= self.threshold).any(dim=1))[:, 0]
+        else:
+            rows = torch.arange(decoded.scores.shape[0], device=decoded.scores.device)
+        decoded.mask_prompts = rows
+        decoded.pred_masks = None
+        parts = []
+        for batch in self._batches(rows.numel()):
+            picked = rows[batch]
+            used = picked.numel()
+            parts.append(self.model.mask_decoder(
+                decoder_queries=decoded.queries[picked],
+                backbone_features=[x.expand(used, -1, -1, -1)
+                                   for x in vision.fpn_hidden_states[:-1]],
+                encoder_hidden_states=decoded.encoder_states[picked],
+                prompt_features=features[picked],
+                prompt_mask=mask[picked].bool()).pred_masks)
+        if parts:
+            decoded.pred_masks = parts[0] if len(parts) == 1 else torch.cat(parts)
+        return decoded
+
+    def forward(self, vision: Sam3VisionEncoderOutput, features: torch.Tensor,
+                mask: torch.Tensor) -> Sam3Decoded:
+        """:meth:`decode` then :meth:`predict_masks`: one frame's outputs for N prompts."""
+        decoded = self.decode(vision, features, mask)
+        return self.predict_masks(vision, decoded, features, mask)
 
     def postprocess(self, outputs, height: int, width: int) -> List[Instance]:
         """Turn the batched outputs into instances at the image's resolution.
@@ -255,9 +382,13 @@ class Sam3Segmenter(TorchSegmenter):
             The instances, highest score first.
 
         """
-        scores = outputs.pred_logits.float().sigmoid() * \
-            outputs.presence_logits.float().sigmoid()
+        scores = outputs.scores
         prompt_index, query = torch.nonzero(scores >= self.threshold, as_tuple=True)
+        if prompt_index.numel():  # row of each candidate's prompt in pred_masks
+            row_of = torch.full((scores.shape[0],), -1, dtype=torch.long, device=scores.device)
+            row_of[outputs.mask_prompts] = torch.arange(outputs.mask_prompts.numel(),
+                                                        device=scores.device)
+            mask_row = row_of[prompt_index]
         candidate_scores = scores[prompt_index, query]
         order = torch.argsort(candidate_scores, descending=True)
         limit = max(int(self.max_objects), 0)
@@ -267,7 +398,7 @@ class Sam3Segmenter(TorchSegmenter):
             if len(kept) >= limit:
                 break
             chunk = order[start:start + _RESIZE_CHUNK]
-            probabilities = outputs.pred_masks[prompt_index[chunk], query[chunk]].float()
+            probabilities = outputs.pred_masks[mask_row[chunk], query[chunk]].float()
             probabilities = torch.nn.functional.interpolate(
                 probabilities.sigmoid()[None], size=(height, width), mode='bilinear',
                 align_corners=False)[0]
@@ -322,6 +453,26 @@ class Sam3Segmenter(TorchSegmenter):
                 return entry
         return None
 
+    def query_scores(self, image: np.ndarray) -> torch.Tensor:
+        """Return every query's score on ``image`` for the active prompts, before thresholds.
+
+        Args:
+            image: ``(H, W, 3)`` ``uint8`` RGB.
+
+        Returns:
+            ``(N, Q)`` ``float32`` instance score x presence score (:meth:`decode`, no
+            mask head), on the device; ``(0, Q)`` without prompts.
+
+        """
+        image = check_rgb_image(image)
+        with self._lock, torch.inference_mode():
+            if self._text is None:
+                queries = self.model.config.detr_decoder_config.num_queries
+                return torch.zeros((0, queries), device=self.device)
+            features, mask = self._text
+            vision = self.encode_image(self.preprocess(image))
+            return self.decode(vision, features, mask).scores
+
     def _segment(self, image: np.ndarray, timer: StageTimer) -> Tuple[List[Instance], None]:
         features, mask = self._text
         height, width = image.shape[:2]
@@ -330,7 +481,9 @@ class Sam3Segmenter(TorchSegmenter):
         with timer.stage('encode'):
             vision = self.encode_image(pixels)
         with timer.stage('decode'):
-            outputs = self.forward(vision, features, mask)
+            decoded = self.decode(vision, features, mask)
+        with timer.stage('masks'):
+            outputs = self.predict_masks(vision, decoded, features, mask)
         with timer.stage('postprocess'):
             instances = self.postprocess(outputs, height, width)
         return instances, None

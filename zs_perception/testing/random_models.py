@@ -320,6 +320,13 @@ def write_clip(out_dir: Path, size: str = 'tiny', seed: int = 0) -> Path:
 TINY_INIT_STD = 0.1
 TINY_IMAGE_SIZE = 112
 REDUCED_IMAGE_SIZE = 336
+# Input side of the published SAM 3 (ViT-L/14: a 72 x 72 token grid, 3 x 3 attention windows).
+SAM3_FULL_IMAGE_SIZE = 1008
+SAM3_PATCH = 14
+# SAM 3 sizes: 'reduced' is the full architecture at REDUCED_IMAGE_SIZE (the proportions of
+# shared and per-prompt work of the full model, CPU minutes); 'reduced_vitb' is the earlier
+# ViT-B-sized vision encoder with the full DETR and mask head at the same side.
+SAM3_SIZES = ('tiny', 'reduced', 'reduced_vitb', 'full')
 TRACKER_TINY_WIDTH = 128
 TRACKER_MEMORY_WIDTH = 64
 # Bias of the tiny trackers' object-score head: with zero bias a random tracker calls about
@@ -342,47 +349,87 @@ def _sam3_vit(size: str) -> dict:
             'window_size': 4, 'global_attn_indexes': [1], 'pretrain_image_size': 56}
 
 
+def _feature_sizes(side: int) -> list:
+    """Return the FPN levels the DETR and mask head read (4x, 2x, 1x the grid) at ``side`` px."""
+    grid = side // SAM3_PATCH
+    return [[4 * grid, 4 * grid], [2 * grid, 2 * grid], [grid, grid]]
+
+
+def sam3_full_vision(side: int) -> dict:
+    """Return the published ViT-L/14 vision encoder and FPN neck at ``side`` px, not 1008.
+
+    The token grid shrinks to ``side / 14``; the attention windows shrink with it so that
+    the 4 global layers and 28 windowed layers keep the full model's 3 x 3 windows (24 at
+    1008 px), and the learned 24 x 24 position embeddings are tiled as at 1008 px.
+
+    Raises:
+        ValueError: ``side`` is not a multiple of 42 (14 px patches, 3 windows a side).
+
+    """
+    if side <= 0 or side % (3 * SAM3_PATCH):
+        raise ValueError(f'SAM 3 input side {side} px: expected a positive multiple of '
+                         f'{3 * SAM3_PATCH} (14 px patches in 3 x 3 attention windows), '
+                         f'e.g. 336, 504 or {SAM3_FULL_IMAGE_SIZE}')
+    return {'backbone_config': {'model_type': 'sam3_vit_model', 'image_size': side,
+                                'window_size': side // SAM3_PATCH // 3},
+            'backbone_feature_sizes': _feature_sizes(side)}
+
+
+def sam3_side(size: str) -> int:
+    """Return the model input side (px) of a SAM 3 size (:data:`SAM3_SIZES`)."""
+    if size == 'full':
+        return SAM3_FULL_IMAGE_SIZE
+    return REDUCED_IMAGE_SIZE if size.startswith('reduced') else TINY_IMAGE_SIZE
+
+
 def _sam3_vision(size: str, fpn_width: int = 32) -> dict:
     if size == 'full':
         return {}
-    grid = TINY_IMAGE_SIZE // 14
     return {'backbone_config': {'model_type': 'sam3_vit_model', **_sam3_vit(size)},
             'fpn_hidden_size': fpn_width,
-            'backbone_feature_sizes': [[4 * grid, 4 * grid], [2 * grid, 2 * grid], [grid, grid]]}
+            'backbone_feature_sizes': _feature_sizes(TINY_IMAGE_SIZE)}
 
 
-def sam3_config(size: str, tokenizer, lite_text: bool = False):
+def sam3_config(size: str, tokenizer, lite_text: bool = False, side: Optional[int] = None):
     """Return the ``Sam3Config`` (or ``Sam3LiteTextConfig``) of a size.
 
     Args:
-        size: ``'tiny'``, ``'full'`` or ``'reduced'`` (for CPU
-            benchmarks: the full DETR encoder, decoder and mask head, a ViT-B-sized vision
-            encoder and a 6-layer text encoder at 336 px, so that a frame takes seconds,
-            not a minute, and the vision encoder still dominates as in the full model).
+        size: one of :data:`SAM3_SIZES`: ``'tiny'`` (tests), ``'full'`` (``facebook/sam3``,
+            ViT-L/14 at 1008 px, 840 M parameters), ``'reduced'`` (CPU benchmarks: the full
+            architecture at 336 px, so that the shared vision encoder and the per-prompt
+            DETR encoder, decoder and mask head keep about the full model's proportions
+            while a frame takes seconds) or ``'reduced_vitb'`` (the earlier CPU size: a
+            ViT-B-sized vision encoder and a 6-layer text encoder at 336 px with the full
+            DETR and mask head; its vision part is much smaller than the full model's
+            relative to the per-prompt part).
         tokenizer: the processor's tokenizer (vocabulary size and special token ids).
         lite_text: build the MobileCLIP-text variant (``Sam3LiteTextConfig``).
+        side: with ``'full'``, run the full architecture at this input side (px) instead
+            of 1008 (:func:`sam3_full_vision`).
 
     """
     ids = {'vocab_size': len(tokenizer), 'bos_token_id': tokenizer.bos_token_id,
            'eos_token_id': tokenizer.eos_token_id, 'pad_token_id': tokenizer.pad_token_id}
-    if size == 'reduced':
-        grid = REDUCED_IMAGE_SIZE // 14
+    if size == 'reduced_vitb':
         vision = {'backbone_config': {'model_type': 'sam3_vit_model', 'hidden_size': 768,
                                       'intermediate_size': 3072, 'num_hidden_layers': 12,
                                       'num_attention_heads': 12, 'window_size': 12,
                                       'image_size': REDUCED_IMAGE_SIZE,
                                       'global_attn_indexes': [2, 5, 8, 11]},
-                  'backbone_feature_sizes': [[4 * grid, 4 * grid], [2 * grid, 2 * grid],
-                                             [grid, grid]]}
+                  'backbone_feature_sizes': _feature_sizes(REDUCED_IMAGE_SIZE)}
         text = {'model_type': 'clip_text_model', **ids, 'hidden_size': 512,
                 'intermediate_size': 2048, 'projection_dim': 512, 'num_hidden_layers': 6,
                 'num_attention_heads': 8, 'max_position_embeddings': SAM3_TEXT_TOKENS}
         return Sam3Config(vision_config=vision, text_config=text)
+    if size == 'reduced':
+        size, side = 'full', REDUCED_IMAGE_SIZE
     if size == 'full':
+        vision = {} if side in (None, SAM3_FULL_IMAGE_SIZE) else sam3_full_vision(side)
         text = dict(ids)
         if lite_text:
-            return Sam3LiteTextConfig(text_config=text)
-        return Sam3Config(text_config={'model_type': 'clip_text_model', **ids,
+            return Sam3LiteTextConfig(vision_config=vision or None, text_config=text)
+        return Sam3Config(vision_config=vision or None,
+                          text_config={'model_type': 'clip_text_model', **ids,
                                        'hidden_size': 1024, 'intermediate_size': 4096,
                                        'projection_dim': 512, 'num_hidden_layers': 24,
                                        'num_attention_heads': 16,
@@ -431,11 +478,14 @@ def small_init_(model: torch.nn.Module, std: float = TINY_INIT_STD, seed: int = 
                     param.copy_(torch.randn(param.shape, generator=generator) * std)
 
 
-def sam3_processor(size: str) -> Sam3Processor:
-    """Return a ``Sam3Processor`` (real CLIP BPE tokenizer over a small vocabulary)."""
+def sam3_processor(size: str, side: Optional[int] = None) -> Sam3Processor:
+    """Return a ``Sam3Processor`` (real CLIP BPE tokenizer over a small vocabulary).
+
+    ``side`` overrides the input side (px) of the size (:func:`sam3_side`).
+    """
     tokenizer = make_clip_tokenizer()
     tokenizer.model_max_length = SAM3_TEXT_TOKENS
-    side = {'full': 1008, 'reduced': REDUCED_IMAGE_SIZE}.get(size, TINY_IMAGE_SIZE)
+    side = side or sam3_side(size)
     image_processor = Sam3ImageProcessor(size={'height': side, 'width': side},
                                          mask_size={'height': side // 14 * 4,
                                                     'width': side // 14 * 4})
