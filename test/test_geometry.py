@@ -140,7 +140,7 @@ def test_numba_kernels_give_what_their_python_source_gives(scenes):
         assert 3 <= hull.size < u.size and (cross >= -1e-12).all()
         brute = _box_fit.hug_score.py_func(u, v, 0.3, np.arange(u.size))
         assert _box_fit.hug_score(u, v, 0.3, hull) == pytest.approx(brute)
-        args = (centred, vecs[:, ::-1].copy(), 0.005)
+        args = (centred, vecs[:, ::-1].copy(), 0.005, 0.0)
         box = _box_fit.oriented_box(*args)
         _assert_same(box, _box_fit.oriented_box.py_func(*args))
         local = np.ascontiguousarray(centred @ box[0])

@@ -149,8 +149,8 @@ def _residual(centred, axes, trim):
     return box_residual(local, lo, hi)
 
 
-@njit('Tuple((f8[:, :], f8[:], f8[:]))(f8[:, :], f8[:, :], f8)', cache=True, nogil=True)
-def oriented_box(centred, axes, trim):
+@njit('Tuple((f8[:, :], f8[:], f8[:]))(f8[:, :], f8[:, :], f8, f8)', cache=True, nogil=True)
+def oriented_box(centred, axes, trim, settled):
     """Fit the box the centred points hug: axes turned onto its faces, trimmed extents.
 
     The hug objective can have two close minima (flying pixels or an eroded rim tilt the
@@ -160,12 +160,15 @@ def oriented_box(centred, axes, trim):
     (median distance to the box surface, ``box_residual``) is under ``_SWITCH_SHARE`` of
     that fit's (near ties keep the given start: a thin book's box fits about as well
     turned, and the principal axes are the better start there); it then gets the second
-    visit too.
+    visit too. No turned start is tried when the given start's residual is at most
+    ``settled`` (m; the caller passes the depth noise): its box already fits within the
+    noise.
 
     Args:
         centred: ``(n, 3)`` points minus their mean, metres.
         axes: ``(3, 3)`` starting axes (columns), e.g. the principal axes.
         trim: fraction of the points trimmed at each end of each axis.
+        settled: residual (m) under which the given start is kept without trying others.
 
     Returns:
         ``(axes, lo, hi)``: the turned axes, columns longest first, and the trimmed range
@@ -178,7 +181,7 @@ def oriented_box(centred, axes, trim):
     best = fit_box_axes(sample, axes, 0, 6)
     best_res = _residual(check, best, trim)
     switched = False
-    for start in range(3):  # turned 45 deg about axis 0, 1, 2
+    for start in range(3 if best_res > settled else 0):  # turned 45 deg about axis 0, 1, 2
         i, j = (1, 0, 0)[start], (2, 2, 1)[start]
         begin = axes.copy()
         begin[:, i] = half * (axes[:, i] + axes[:, j])

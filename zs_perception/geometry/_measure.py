@@ -60,7 +60,7 @@ def measure(points, trim, tolerance):
             for c in range(3):
                 cov[r, c] += centred[k, r] * centred[k, c]
     principal = eigh3(cov)[1][:, ::-1].copy()
-    axes, lo, hi = oriented_box(centred, principal, trim)
+    axes, lo, hi = oriented_box(centred, principal, trim, tolerance)
     local = project(centred, axes)
     size = hi[0] - lo[0]
     allowed = _FIT_SIGMAS * tolerance + _FIT_SHARE * size
