@@ -12,9 +12,11 @@ the time of a whole call not inside a timed step (Python between the steps).
 import argparse
 import collections
 import time
+import types
 
 from benchmarks.bench_geometry import _masks
 from benchmarks.report import emit
+import cv2
 import numpy as np
 
 from zs_perception.geometry import _points, estimate_object_geometry, pose
@@ -46,14 +48,10 @@ def main(argv=None):
     totals = collections.defaultdict(float)
     saved = {name: getattr(_points, name) for name in KERNELS}
     saved_pose = {'measure': pose.measure, 'settle': pose.settle, 'cv2': pose.cv2}
-
-    class _Cv2:  # distanceTransform timed, everything else cv2's own
-        def __getattr__(self, name):
-            return getattr(saved_pose['cv2'], name)
-
-    cv2_timed = _Cv2()
-    cv2_timed.distanceTransform = _timed(totals, 'distance_transforms',
-                                         saved_pose['cv2'].distanceTransform)
+    # pose uses cv2 for its distance transforms only
+    cv2_timed = types.SimpleNamespace(
+        DIST_L2=cv2.DIST_L2,
+        distanceTransform=_timed(totals, 'distance_transforms', cv2.distanceTransform))
     try:
         for name, fn in saved.items():
             setattr(_points, name, _timed(totals, name, fn))
