@@ -149,7 +149,8 @@ def _residual(centred, axes, trim):
     return box_residual(local, lo, hi)
 
 
-@njit('Tuple((f8[:, :], f8[:], f8[:]))(f8[:, :], f8[:, :], f8, f8)', cache=True, nogil=True)
+@njit('Tuple((f8[:, :], f8[:], f8[:], f8[:, :]))(f8[:, :], f8[:, :], f8, f8)', cache=True,
+      nogil=True)
 def oriented_box(centred, axes, trim, settled):
     """Fit the box the centred points hug: axes turned onto its faces, trimmed extents.
 
@@ -171,8 +172,8 @@ def oriented_box(centred, axes, trim, settled):
         settled: residual (m) under which the given start is kept without trying others.
 
     Returns:
-        ``(axes, lo, hi)``: the turned axes, columns longest first, and the trimmed range
-        ``(3,)`` of the points along each.
+        ``(axes, lo, hi, local)``: the turned axes, columns longest first, the trimmed
+        range ``(3,)`` of the points along each, and the points ``(n, 3)`` in those axes.
 
     """
     sample = centred[::-(-centred.shape[0] // AXIS_FIT_POINTS)]
@@ -192,6 +193,7 @@ def oriented_box(centred, axes, trim, settled):
             best_res, best, switched = res, turned, True
     if switched:
         best = fit_box_axes(sample, best, 3, 6)
-    lo, hi = trimmed_range(project(centred, best), trim)
+    local = project(centred, best)
+    lo, hi = trimmed_range(local, trim)
     order = np.argsort(lo - hi, kind='mergesort')  # longest first
-    return best[:, order].copy(), lo[order], hi[order]
+    return best[:, order].copy(), lo[order], hi[order], local[:, order].copy()

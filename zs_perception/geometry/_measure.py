@@ -12,7 +12,7 @@ import numpy as np
 
 from zs_perception.geometry._box_fit import box_residual, oriented_box
 from zs_perception.geometry._cylinder_fit import fit_cylinder
-from zs_perception.geometry._linalg import cross, eigh3, matvec, orient, project
+from zs_perception.geometry._linalg import cross, eigh3, matvec, orient
 from zs_perception.geometry._linalg import quaternion, trimmed_range
 from zs_perception.geometry._points import PLANE_SIGMAS
 
@@ -60,8 +60,7 @@ def measure(points, trim, tolerance):
             for c in range(3):
                 cov[r, c] += centred[k, r] * centred[k, c]
     principal = eigh3(cov)[1][:, ::-1].copy()
-    axes, lo, hi = oriented_box(centred, principal, trim, tolerance)
-    local = project(centred, axes)
+    axes, lo, hi, local = oriented_box(centred, principal, trim, tolerance)
     size = hi[0] - lo[0]
     allowed = _FIT_SIGMAS * tolerance + _FIT_SHARE * size
     box_res = box_residual(local, lo, hi)

@@ -343,13 +343,12 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
     position, rotation, quat, extents, shape, residual = measure(
         points, trim_percent / 100.0, sigma)
     # What is published must be finite in float32 too.
-    finite = (np.isfinite(position).all() and np.isfinite(quat).all()
-              and np.isfinite(extents).all() and np.abs(points).max() < _FLOAT32_MAX)
-    points32 = points.astype(np.float32) if finite else points
-    if not finite:
+    if not (np.isfinite(position).all() and np.isfinite(quat).all()
+            and np.isfinite(extents).all() and np.abs(points).max() < _FLOAT32_MAX):
         return ObjectGeometry.without_pose(
             'non-finite pose (absurd intrinsics? e.g. a principal point far outside the image)',
             0, valid_fraction, truncated=truncated)
+    points32 = points.astype(np.float32)
     position, rotation, extents = settle(position, rotation, extents, shape, planes,
                                          measured, sigma, z_ref)
     quat = quaternion(rotation)
