@@ -135,8 +135,8 @@ def bench_prompts(model, processor, image, counts, repeats, device, dtype, rows,
 
     cases = {'threshold': segmenter(), 'all present': segmenter(), 'some present': segmenter()}
     masked = []
-    model.mask_decoder.register_forward_hook(
-        lambda m, a, kw, o: masked.append(kw['decoder_queries'].shape[0]), with_kwargs=True)
+    model.mask_decoder.prompt_cross_attn.register_forward_hook(
+        lambda m, a, kw, o: masked.append(kw['query'].shape[0]), with_kwargs=True)
     first = {}
     for count in counts:
         phrases = PHRASES[:count]

@@ -42,35 +42,67 @@ from zs_perception.segmentation.sam3 import Sam3Segmenter
 from zs_perception.testing import random_models
 from zs_perception.testing.scene import render_scene
 
-# (row name, submodule path in Sam3Model, runs once per prompt in the backend)
+# (row name, what runs, runs once per prompt in the backend). What runs is a submodule path
+# in Sam3Model or '@' and a method of the backend's mask head (Sam3MaskHead), which calls
+# the mask decoder's submodules and convolutions of its own.
 PARTS = (
     ('vision: ViT backbone', 'vision_encoder.backbone', False),
     ('vision: FPN neck', 'vision_encoder.neck', False),
     ('DETR encoder', 'detr_encoder', True),
     ('DETR decoder', 'detr_decoder', True),
     ('scoring', 'dot_product_scoring', True),
+    ('mask head: skip terms (once)', '@image_terms', False),
     ('mask head: prompt cross-attention', 'mask_decoder.prompt_cross_attn', True),
-    ('mask head: pixel decoder', 'mask_decoder.pixel_decoder', True),
-    ('mask head (all)', 'mask_decoder', True),
+    ('mask head: pixel embeddings', '@pixel_embeddings', True),
+    ('mask head: query masks', '@mask_logits', True),
 )
-# What the summary adds up (the mask head's parts are inside 'mask head (all)').
+# What the summary adds up (the prompt cross-attention is inside the pixel embeddings).
 _TOTALS = ('vision: ViT backbone', 'vision: FPN neck', 'DETR encoder', 'DETR decoder',
-           'scoring', 'mask head (all)')
+           'scoring', 'mask head: skip terms (once)', 'mask head: pixel embeddings',
+           'mask head: query masks')
+
+
+def _wrap_methods(seg, before, after):
+    """Call ``before(name)`` / ``after(name)`` around the mask head's methods in :data:`PARTS`.
+
+    Returns a function that restores them.
+    """
+    head = seg.mask_head
+    saved = dict(vars(head))  # wrappers of an enclosing call, if any
+    for name, target, _ in PARTS:
+        if target.startswith('@'):
+            method = getattr(head, target[1:])
+
+            def wrapper(*args, _method=method, _name=name, **kwargs):
+                before(_name)
+                try:
+                    return _method(*args, **kwargs)
+                finally:
+                    after(_name)
+            setattr(head, target[1:], wrapper)
+
+    def restore():
+        vars(head).clear()
+        vars(head).update(saved)
+    return restore
 
 
 class PartTimer:
-    """Wall-clock seconds spent in each of :data:`PARTS` (forward pre-hooks and hooks)."""
+    """Wall-clock seconds spent in each of :data:`PARTS` (forward hooks, method wrappers)."""
 
-    def __init__(self, model, device):
+    def __init__(self, seg, device):
         self.seconds = {name: 0.0 for name, _, _ in PARTS}
         self._device = device
         self._handles = []
         for name, path, _ in PARTS:
-            module = model.get_submodule(path)
+            if path.startswith('@'):
+                continue
+            module = seg.model.get_submodule(path)
             self._handles.append(module.register_forward_pre_hook(
                 lambda m, a, name=name: self._start(name)))
             self._handles.append(module.register_forward_hook(
                 lambda m, a, o, name=name: self._stop(name)))
+        self._restore = _wrap_methods(seg, self._start, self._stop)
         self._started = {}
 
     def _clock(self):
@@ -89,9 +121,10 @@ class PartTimer:
         self.seconds = dict.fromkeys(self.seconds, 0.0)
 
     def remove(self):
-        """Remove the hooks."""
+        """Remove the hooks and wrappers."""
         for handle in self._handles:
             handle.remove()
+        self._restore()
 
 
 def _cpu_attention_flops(query, key, value, *args, out_shape=None, **kwargs):
@@ -103,15 +136,26 @@ def count_gmac(seg, image):
     """Multiply-accumulates (1e9) per part of :data:`PARTS` for one ``seg.segment(image)``.
 
     The backend calls the model's submodules directly, so the counter names them by their
-    class (``Sam3VisionModel.backbone``, ``Sam3DetrEncoder``, ...).
+    class (``Sam3VisionModel.backbone``, ``Sam3DetrEncoder``, ...); the mask head's methods
+    are counted as the counter's total while they run.
     """
     mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops}
+    found = dict.fromkeys((name for name, _, _ in PARTS), 0.0)
     with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
-        seg.segment(image)
+        started = {}
+        restore = _wrap_methods(
+            seg, lambda name: started.__setitem__(name, counter.get_total_flops()),
+            lambda name: found.__setitem__(
+                name, found[name] + (counter.get_total_flops() - started.pop(name)) / 2e9))
+        try:
+            seg.segment(image)
+        finally:
+            restore()
     counts = counter.get_flop_counts()
     model = seg.model
-    found = {}
     for name, path, _ in PARTS:
+        if path.startswith('@'):
+            continue
         head, _, rest = path.partition('.')
         key = '.'.join(filter(None, (type(model.get_submodule(head)).__name__, rest)))
         found[name] = sum(counts.get(key, {}).values()) / 2e9
@@ -121,7 +165,7 @@ def count_gmac(seg, image):
 def profile(seg, image, counts, repeats, timed):
     """Rows: per part, GMAC and median ms at each prompt count, and per prompt at the last."""
     work, times = {}, {}
-    timer = PartTimer(seg.model, seg.device)
+    timer = PartTimer(seg, seg.device)
     for count in counts:
         seg.set_prompts(PHRASES[:count])
         with torch.inference_mode():

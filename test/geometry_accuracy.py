@@ -70,7 +70,7 @@ def flag_rates(args):
         for fault in args.faults.split(','):
             for family in args.families.split(','):
                 for camera in args.cameras.split(','):
-                    for seed in range(args.seeds):
+                    for seed in range(args.first_seed, args.first_seed + args.seeds):
                         geo = run_case(family, seed, camera, fault, mode)[1]
                         flags.append((geo.occluded, geo.truncated))
                         wrong = (geo.occluded != (mode == 'occluded')
@@ -87,6 +87,8 @@ def flag_rates(args):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument('--seeds', type=int, default=5)
+    parser.add_argument('--first-seed', type=int, default=0,
+                        help='seeds first-seed .. first-seed + seeds - 1 (other scenes)')
     parser.add_argument('--faults', default=','.join(FAULT_SETS))
     parser.add_argument('--families', default=','.join(raycaster.FAMILIES))
     parser.add_argument('--cameras', default='vga,hd')
@@ -101,7 +103,7 @@ def main():
     for fault in args.faults.split(','):
         for family in args.families.split(','):
             for camera in args.cameras.split(','):
-                for seed in range(args.seeds):
+                for seed in range(args.first_seed, args.first_seed + args.seeds):
                     scene, geo = run_case(family, seed, camera, fault)
                     row = {'fault': fault, 'family': family, 'camera': camera, 'seed': seed,
                            'has_pose': geo.has_pose, 'shape': geo.shape,

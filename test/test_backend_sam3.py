@@ -114,8 +114,8 @@ def test_mask_head_only_for_prompts_over_the_threshold(sam3_models, image):
     assert 0 < len(present) < len(PHRASES)
     reference = _documented(seg.model, processor, image, PHRASES, threshold)
     batches = []
-    seg.model.mask_decoder.register_forward_hook(
-        lambda m, a, kw, o: batches.append(kw['decoder_queries'].shape[0]), with_kwargs=True)
+    seg.model.mask_decoder.prompt_cross_attn.register_forward_hook(
+        lambda m, a, kw, o: batches.append(kw['query'].shape[0]), with_kwargs=True)
     seg.set_thresholds(threshold=threshold)
     seg.set_prompts(PHRASES)
     np.testing.assert_allclose(seg.query_scores(image).max(dim=1).values.numpy(),

@@ -15,7 +15,9 @@ the cost for several prompts:
 - the mask head (the prompt's cross-attention, pixel decoder and mask prediction) runs
   only for the prompts with at least one query scoring ``threshold`` or more: the masks of
   the other prompts' queries are never used, so a prompt whose concept is absent costs
-  only its DETR part.
+  only its DETR part; within it, the prompt-independent work (the skip connections'
+  convolutions) runs once per image and each query's mask is computed only when
+  post-processing reaches it (:mod:`~zs_perception.segmentation.sam3_mask_head`).
 
 Built on :class:`~zs_perception.segmentation.torch_backend.TorchSegmenter` (lock, device,
 input checks, out-of-memory mapping, timing, loading); each stage is its own method
@@ -43,6 +45,7 @@ from zs_perception.segmentation.device import StageTimer
 from zs_perception.segmentation.instances import mask_box
 from zs_perception.segmentation.loading import load_hf_model
 from zs_perception.segmentation.prompting import prompt_key
+from zs_perception.segmentation.sam3_mask_head import Sam3MaskHead
 from zs_perception.segmentation.torch_backend import token_limit_reason, TorchSegmenter
 
 DEFAULT_SAM3_MODEL = 'facebook/sam3'
@@ -129,9 +132,11 @@ class Sam3Decoded:
         pred_boxes: ``(N, Q, 4)`` boxes, normalised ``xyxy``, model dtype.
         queries: ``(N, Q, C)`` the DETR decoder's last query states (the mask head's input).
         encoder_states: ``(N, T, C)`` the DETR encoder's prompt-fused image tokens.
-        pred_masks: ``(M, Q, h, w)`` mask logits of the ``M`` prompts in ``mask_prompts``
-            (``None`` before :meth:`Sam3Segmenter.predict_masks`).
-        mask_prompts: ``(M,)`` ``int64`` prompt index of each row of ``pred_masks``.
+        pixel_embeddings: ``(M, C, h, w)`` the mask head's pixel embeddings of the ``M``
+            prompts in ``mask_prompts`` (``None`` before :meth:`Sam3Segmenter.predict_masks`
+            or when ``M = 0``); a query's mask logits are
+            :meth:`~zs_perception.segmentation.sam3_mask_head.Sam3MaskHead.mask_logits`.
+        mask_prompts: ``(M,)`` ``int64`` prompt index of each row of ``pixel_embeddings``.
 
     """
 
@@ -139,7 +144,7 @@ class Sam3Decoded:
     pred_boxes: torch.Tensor
     queries: torch.Tensor
     encoder_states: torch.Tensor
-    pred_masks: Optional[torch.Tensor] = None
+    pixel_embeddings: Optional[torch.Tensor] = None
     mask_prompts: Optional[torch.Tensor] = None
 
 
@@ -182,6 +187,7 @@ class Sam3Segmenter(TorchSegmenter):
         super().__init__(device, threshold=threshold, min_area_px=min_area_px,
                          max_objects=max_objects, merge_iou=merge_iou)
         self.model = model
+        self.mask_head = Sam3MaskHead(model.mask_decoder)
         self.skip_absent_masks = bool(skip_absent_masks)
         if prompt_batch is None:
             prompt_batch = CPU_PROMPT_BATCH if torch.device(device).type == 'cpu' else 0
@@ -317,12 +323,15 @@ class Sam3Segmenter(TorchSegmenter):
 
     def predict_masks(self, vision: Sam3VisionEncoderOutput, decoded: Sam3Decoded,
                       features: torch.Tensor, mask: torch.Tensor) -> Sam3Decoded:
-        """Run the mask head for the prompts whose masks can be used; fill ``decoded``'s masks.
+        """Run the mask head for the prompts whose masks can be used; fill ``decoded``'s.
 
         With :attr:`skip_absent_masks`, only the prompts with at least one query scoring
         ``threshold`` or more (the queries :meth:`postprocess` keeps) run, in batches of
-        :attr:`prompt_batch`; each prompt's masks depend only on its own row, so they are
-        those of a run over all prompts.
+        :attr:`prompt_batch`; each prompt's pixel embeddings depend only on its own row.
+        The pixel decoder's prompt-independent part runs once per image when two or more
+        prompts run (:class:`~zs_perception.segmentation.sam3_mask_head.Sam3MaskHead`);
+        the queries' masks are computed later, only for the queries :meth:`postprocess`
+        looks at.
 
         Args:
             vision: :meth:`encode_image` of the image.
@@ -331,8 +340,8 @@ class Sam3Segmenter(TorchSegmenter):
             mask: ``(N, 32)`` their attention mask.
 
         Returns:
-            ``decoded``, with ``pred_masks`` ``(M, Q, h, w)`` logits (``None`` when
-            ``M = 0``) and ``mask_prompts``.
+            ``decoded``, with ``pixel_embeddings`` ``(M, C, h, w)`` (``None`` when ``M = 0``)
+            and ``mask_prompts``.
 
         """
         if self.skip_absent_masks:
@@ -340,21 +349,37 @@ class Sam3Segmenter(TorchSegmenter):
         else:
             rows = torch.arange(decoded.scores.shape[0], device=decoded.scores.device)
         decoded.mask_prompts = rows
-        decoded.pred_masks = None
+        decoded.pixel_embeddings = None
+        if not rows.numel():
+            return decoded
+        terms = self.mask_head.image_terms(vision.fpn_hidden_states, shared=rows.numel() > 1)
         parts = []
         for batch in self._batches(rows.numel()):
             picked = rows[batch]
-            used = picked.numel()
-            parts.append(self.model.mask_decoder(
-                decoder_queries=decoded.queries[picked],
-                backbone_features=[x.expand(used, -1, -1, -1)
-                                   for x in vision.fpn_hidden_states[:-1]],
-                encoder_hidden_states=decoded.encoder_states[picked],
-                prompt_features=features[picked],
-                prompt_mask=mask[picked].bool()).pred_masks)
-        if parts:
-            decoded.pred_masks = parts[0] if len(parts) == 1 else torch.cat(parts)
+            parts.append(self.mask_head.pixel_embeddings(
+                terms, decoded.encoder_states[picked], features[picked], mask[picked].bool()))
+        decoded.pixel_embeddings = parts[0] if len(parts) == 1 else torch.cat(parts)
         return decoded
+
+    def mask_logits(self, outputs: Sam3Decoded, prompt_index: torch.Tensor,
+                    query: torch.Tensor) -> torch.Tensor:
+        """Return the ``(K, h, w)`` mask logits of ``K`` queries.
+
+        Query ``k`` is query ``query[k]`` of prompt ``prompt_index[k]``, a prompt in
+        ``outputs.mask_prompts``.
+        """
+        row_of = torch.full((outputs.scores.shape[0],), -1, dtype=torch.long,
+                            device=outputs.scores.device)
+        row_of[outputs.mask_prompts] = torch.arange(outputs.mask_prompts.numel(),
+                                                    device=row_of.device)
+        rows = row_of[prompt_index]
+        pixels = outputs.pixel_embeddings
+        logits = pixels.new_empty((rows.numel(), *pixels.shape[-2:]))
+        for row in torch.unique(rows).tolist():
+            picked = torch.nonzero(rows == row)[:, 0]
+            queries = outputs.queries[prompt_index[picked], query[picked]]
+            logits[picked] = self.mask_head.mask_logits(pixels[row], queries)
+        return logits
 
     def forward(self, vision: Sam3VisionEncoderOutput, features: torch.Tensor,
                 mask: torch.Tensor) -> Sam3Decoded:
@@ -384,11 +409,6 @@ class Sam3Segmenter(TorchSegmenter):
         """
         scores = outputs.scores
         prompt_index, query = torch.nonzero(scores >= self.threshold, as_tuple=True)
-        if prompt_index.numel():  # row of each candidate's prompt in pred_masks
-            row_of = torch.full((scores.shape[0],), -1, dtype=torch.long, device=scores.device)
-            row_of[outputs.mask_prompts] = torch.arange(outputs.mask_prompts.numel(),
-                                                        device=scores.device)
-            mask_row = row_of[prompt_index]
         candidate_scores = scores[prompt_index, query]
         order = torch.argsort(candidate_scores, descending=True)
         limit = max(int(self.max_objects), 0)
@@ -398,7 +418,7 @@ class Sam3Segmenter(TorchSegmenter):
             if len(kept) >= limit:
                 break
             chunk = order[start:start + _RESIZE_CHUNK]
-            probabilities = outputs.pred_masks[mask_row[chunk], query[chunk]].float()
+            probabilities = self.mask_logits(outputs, prompt_index[chunk], query[chunk]).float()
             probabilities = torch.nn.functional.interpolate(
                 probabilities.sigmoid()[None], size=(height, width), mode='bilinear',
                 align_corners=False)[0]
