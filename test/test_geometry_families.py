@@ -53,10 +53,10 @@ def _check_bounds(fault, families=raycaster.FAMILIES, cameras=CAMERAS, seeds=SEE
 
 
 # The issue asks every case within its bounds. Known misses on these seeds (50 cases per
-# fault, docs/geometry.md): a large clean box at 5.2 mm; a far tilted book a side 15 mm short
-# under noise, another 11.6 mm too thick under all faults. The allowance below is that, no more.
-ALLOWED_MISSES = {'clean': 1, 'noise': 1, 'missing': 0, 'flying': 0, 'dilate4': 0,
-                  'erode2': 0, 'mm16': 1, 'all_dilate4': 1, 'all_erode2': 1}
+# fault, docs/geometry.md): a far tilted book a side 14.5 mm short under noise (also through
+# 16UC1). The allowance below is that, no more.
+ALLOWED_MISSES = {'clean': 0, 'noise': 1, 'missing': 0, 'flying': 0, 'dilate4': 0,
+                  'erode2': 0, 'mm16': 1, 'all_dilate4': 0, 'all_erode2': 0}
 
 
 @pytest.mark.parametrize('fault', sorted(ALLOWED_MISSES))
@@ -66,6 +66,17 @@ def test_families_within_the_issue_bounds(fault):
     # the distance), long axis < 4 deg, extents < 10 % or < 10 mm.
     failures = _check_bounds(fault)
     assert len(failures) <= ALLOWED_MISSES[fault], failures
+
+
+def test_the_far_end_of_a_grazing_face_is_kept():
+    # A 384 x 178 x 115 mm box at 0.89 m whose 115 mm side shows only on a face seen at 81
+    # degrees incidence (4 % of its pixels, sparser toward the far end): a trim by point
+    # count cut 17 mm off that side and moved the centre 8 mm; trimmed by the surface the
+    # points stand for, it is within the clean bounds.
+    scene, geo = _run('box', 8, 'vga', 'clean')
+    pos, axis, ext_abs, true_ext = accuracy.errors(scene, geo)
+    assert all(accuracy.within('clean', scene, pos, axis, ext_abs, true_ext)), \
+        (pos, axis, ext_abs)
 
 
 def test_shape_is_box_or_cylinder_as_rendered_under_every_fault():
@@ -81,7 +92,7 @@ def test_shape_is_box_or_cylinder_as_rendered_under_every_fault():
     assert wrong == []
 
 
-def _flag_rates(mode, faults=('clean', 'all_dilate4')):
+def _flag_rates(mode, faults=('clean', 'flying', 'all_dilate4')):
     occluded, truncated = [], []
     for family in raycaster.FAMILIES:
         for camera in CAMERAS:

@@ -30,6 +30,60 @@ _FIT_SHARE = 0.04
 _NOISE_QUANTILE = 1.5
 # An axis this close (deg) to a support plane's normal may be extended onto the plane.
 _CONTACT_DEG = 25.0
+# Incidence cosine below which a box point's surface weight stops growing.
+_MIN_COS = 0.5
+
+
+@njit('UniTuple(f8[:], 2)(f8[:, :], f8[:, :], f8[:], f8[:], f8[:, :], f8)',
+      cache=True, nogil=True)
+def surface_range(local, axes, lo, hi, fit, trim):
+    """Per-axis trimmed range of box points weighted by the surface each one stands for.
+
+    A depth pixel covers a patch of area ``z^2 / (fx fy cos(theta))`` of the surface it
+    hits, ``theta`` its incidence on its face; trimming by that area instead of by count
+    keeps the far end of a face seen at a grazing angle, whose few points each stand for
+    much surface (a count trim cuts them first).
+
+    Args:
+        local: ``(n, 3)`` the points in box coordinates (``oriented_box``).
+        axes: ``(3, 3)`` the box axes (columns), camera frame.
+        lo, hi: ``(3,)`` the box's count-trimmed range.
+        fit: ``(n, 3)`` the same points in the camera frame, metres.
+        trim: area fraction trimmed at each end of each axis.
+
+    Returns:
+        ``(lo, hi)``, ``(3,)`` each.
+
+    """
+    n = local.shape[0]
+    weight = np.empty(n)
+    for k in range(n):
+        best, face = np.inf, 0
+        for c in range(3):
+            d = min(abs(local[k, c] - lo[c]), abs(hi[c] - local[k, c]))
+            if d < best:
+                best, face = d, c
+        r2 = fit[k, 0] ** 2 + fit[k, 1] ** 2 + fit[k, 2] ** 2
+        cos = abs(axes[0, face] * fit[k, 0] + axes[1, face] * fit[k, 1]
+                  + axes[2, face] * fit[k, 2]) / np.sqrt(r2)
+        weight[k] = fit[k, 2] ** 2 / max(cos, _MIN_COS)
+    total = np.sum(weight)
+    out_lo, out_hi = lo.copy(), hi.copy()
+    for c in range(3):
+        order = np.argsort(local[:, c])
+        acc = 0.0
+        for m in range(n):
+            acc += weight[order[m]]
+            if acc > trim * total:
+                out_lo[c] = local[order[m], c]
+                break
+        acc = 0.0
+        for m in range(n - 1, -1, -1):
+            acc += weight[order[m]]
+            if acc > trim * total:
+                out_hi[c] = local[order[m], c]
+                break
+    return out_lo, out_hi
 
 
 @njit('Tuple((f8[:], f8[:, :], f8[:], f8[:], i8, f8))(f8[:, :], f8, f8)',
@@ -92,6 +146,8 @@ def measure(points, trim, tolerance):
         shape, residual = 0, box_res / allowed
     else:
         shape, residual = 2, min(box_res, best_res) / allowed
+    if shape != 1:
+        lo, hi = surface_range(local, axes, lo, hi, fit, trim)
     position = mean + matvec(axes, 0.5 * (lo + hi))
     extents = hi - lo
     if shape == 1:  # the axis and its centre at mid-length; the box axes turned onto it

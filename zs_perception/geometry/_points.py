@@ -534,6 +534,18 @@ def outline_of(region):
     return region ^ inner.view(bool)  # the erosion lies inside the region
 
 
+@njit('f8(f4[:, :], b1[:, :], i8, i8, i8)', cache=True, nogil=True, inline='always')
+def _nearest_kept(depth, kept, r, c, radius):
+    """Return the nearest finite depth of the kept pixels within ``radius`` of ``(r, c)``."""
+    rows, cols = depth.shape
+    front = np.inf
+    for rr in range(max(0, r - radius), min(rows, r + radius + 1)):
+        for cc in range(max(0, c - radius), min(cols, c + radius + 1)):
+            if kept[rr, cc] and depth[rr, cc] < front:  # NaN compares False
+                front = depth[rr, cc]
+    return front
+
+
 @njit('i8[:](f4[:, :], b1[:, :], b1[:, :], i8, i8, i8, i8, f8, f8, f8, i8)', cache=True,
       nogil=True)
 def outline(depth, kept, edge, row0, col0, height, width, sigma_ref, z_ref,
@@ -545,7 +557,9 @@ def outline(depth, kept, edge, row0, col0, height, width, sigma_ref, z_ref,
     non-kept pixel within ``radius`` pixels is nearer than it by more than
     ``GAP_SIGMAS`` noise deviations plus the rise of a surface at ``MAX_SLOPE_DEG`` over
     their distance (a support plane in front of the object rises less steeply: not
-    occlusion); *at the border* when it lies within one pixel of the image border
+    occlusion), and nearer than every kept pixel within ``radius`` of it by more than
+    the noise (a mixed depth pixel kept at the object's edge lies behind the object's
+    surface: the object's own pixels beside it are not in front of it); *at the border* when it lies within one pixel of the image border
     (the window starts at image pixel ``row0, col0`` of a ``height`` x ``width`` image);
     *unseen* when most pixels around it have no depth.
 
@@ -573,6 +587,7 @@ def outline(depth, kept, edge, row0, col0, height, width, sigma_ref, z_ref,
             noise = GAP_SIGMAS * sigma_ref * (z / z_ref) ** 2
             nearer = False
             missing, seen = 0, 0
+            front = np.inf  # the nearest kept depth around: found when first needed
             for dr in range(-radius, radius + 1):
                 rr = r + dr
                 if rr < 0 or rr >= rows:
@@ -587,8 +602,13 @@ def outline(depth, kept, edge, row0, col0, height, width, sigma_ref, z_ref,
                         continue
                     seen += 1
                     if d < z - noise - dist[dr + radius, dc + radius] * slope_per_px * z:
-                        nearer = True  # occluded whatever the rest holds
-                        break
+                        # Nearer than the object's surface around too, not only than this
+                        # pixel (a mixed pixel kept at the edge lies behind the object).
+                        if front == np.inf:
+                            front = _nearest_kept(depth, kept, r, c, radius)
+                        if d < front - GAP_SIGMAS * sigma_ref * (front / z_ref) ** 2:
+                            nearer = True  # occluded whatever the rest holds
+                            break
                 if nearer:
                     break
             if nearer:
