@@ -559,8 +559,9 @@ def outline(depth, kept, edge, row0, col0, height, width, sigma_ref, z_ref,
     their distance (a support plane in front of the object rises less steeply: not
     occlusion), and nearer than every kept pixel within ``radius`` of it by more than
     the noise (a mixed depth pixel kept at the object's edge lies behind the object's
-    surface: the object's own pixels beside it are not in front of it); *at the border* when it lies within one pixel of the image border
-    (the window starts at image pixel ``row0, col0`` of a ``height`` x ``width`` image);
+    surface: the object's own pixels beside it are not in front of it); *at the border*
+    when it lies within one pixel of the image border (the window starts at image pixel
+    ``row0, col0`` of a ``height`` x ``width`` image);
     *unseen* when most pixels around it have no depth.
 
     Returns:
