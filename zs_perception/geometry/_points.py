@@ -588,7 +588,7 @@ def outline(depth, kept, edge, row0, col0, height, width, sigma_ref, z_ref,
             noise = GAP_SIGMAS * sigma_ref * (z / z_ref) ** 2
             nearer = False
             missing, seen = 0, 0
-            front = np.inf  # the nearest kept depth around: found when first needed
+            front, looked = np.inf, False  # the nearest kept depth around, when first needed
             for dr in range(-radius, radius + 1):
                 rr = r + dr
                 if rr < 0 or rr >= rows:
@@ -605,8 +605,8 @@ def outline(depth, kept, edge, row0, col0, height, width, sigma_ref, z_ref,
                     if d < z - noise - dist[dr + radius, dc + radius] * slope_per_px * z:
                         # Nearer than the object's surface around too, not only than this
                         # pixel (a mixed pixel kept at the edge lies behind the object).
-                        if front == np.inf:
-                            front = _nearest_kept(depth, kept, r, c, radius)
+                        if not looked:
+                            front, looked = _nearest_kept(depth, kept, r, c, radius), True
                         if d < front - GAP_SIGMAS * sigma_ref * (front / z_ref) ** 2:
                             nearer = True  # occluded whatever the rest holds
                             break

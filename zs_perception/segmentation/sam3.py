@@ -361,18 +361,13 @@ class Sam3Segmenter(TorchSegmenter):
         decoded.pixel_embeddings = parts[0] if len(parts) == 1 else torch.cat(parts)
         return decoded
 
-    def mask_logits(self, outputs: Sam3Decoded, prompt_index: torch.Tensor,
+    def mask_logits(self, outputs: Sam3Decoded, rows: torch.Tensor, prompt_index: torch.Tensor,
                     query: torch.Tensor) -> torch.Tensor:
         """Return the ``(K, h, w)`` mask logits of ``K`` queries.
 
-        Query ``k`` is query ``query[k]`` of prompt ``prompt_index[k]``, a prompt in
-        ``outputs.mask_prompts``.
+        Query ``k`` is query ``query[k]`` of prompt ``prompt_index[k]``, whose pixel
+        embeddings are row ``rows[k]`` of ``outputs.pixel_embeddings``.
         """
-        row_of = torch.full((outputs.scores.shape[0],), -1, dtype=torch.long,
-                            device=outputs.scores.device)
-        row_of[outputs.mask_prompts] = torch.arange(outputs.mask_prompts.numel(),
-                                                    device=row_of.device)
-        rows = row_of[prompt_index]
         pixels = outputs.pixel_embeddings
         logits = pixels.new_empty((rows.numel(), *pixels.shape[-2:]))
         for row in torch.unique(rows).tolist():
@@ -409,6 +404,11 @@ class Sam3Segmenter(TorchSegmenter):
         """
         scores = outputs.scores
         prompt_index, query = torch.nonzero(scores >= self.threshold, as_tuple=True)
+        if prompt_index.numel():  # row of each candidate's prompt in pixel_embeddings
+            row_of = torch.full((scores.shape[0],), -1, dtype=torch.long, device=scores.device)
+            row_of[outputs.mask_prompts] = torch.arange(outputs.mask_prompts.numel(),
+                                                        device=scores.device)
+            mask_row = row_of[prompt_index]
         candidate_scores = scores[prompt_index, query]
         order = torch.argsort(candidate_scores, descending=True)
         limit = max(int(self.max_objects), 0)
@@ -418,7 +418,8 @@ class Sam3Segmenter(TorchSegmenter):
             if len(kept) >= limit:
                 break
             chunk = order[start:start + _RESIZE_CHUNK]
-            probabilities = self.mask_logits(outputs, prompt_index[chunk], query[chunk]).float()
+            probabilities = self.mask_logits(outputs, mask_row[chunk], prompt_index[chunk],
+                                             query[chunk]).float()
             probabilities = torch.nn.functional.interpolate(
                 probabilities.sigmoid()[None], size=(height, width), mode='bilinear',
                 align_corners=False)[0]
