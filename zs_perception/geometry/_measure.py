@@ -38,7 +38,7 @@ _SURFACE_BUFFER = 64
 
 @njit('UniTuple(i8[:], 2)(f8[:], i8)', cache=True, nogil=True)
 def _extremes(values, count):
-    """Indices of the ``count`` smallest (ascending) and largest (descending) ``values``."""
+    """Return the indices of the ``count`` smallest (ascending) and largest ``values``."""
     small_v, large_v = np.full(count, np.inf), np.full(count, -np.inf)
     small_i, large_i = np.zeros(count, np.int64), np.zeros(count, np.int64)
     for i in range(values.size):
