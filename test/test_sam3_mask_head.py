@@ -20,6 +20,10 @@ def test_phase_convolution_equals_a_convolution_of_the_upsampling(height, width)
     got = upsampled_conv(coarse, phase_kernels(weight))
     assert got.shape == (2, 6, 2 * height, 2 * width)
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    # A skip of one image added to every row, in the pass that interleaves the phases.
+    skip = torch.randn(1, 6, 2 * height, 2 * width, generator=generator, dtype=torch.float64)
+    torch.testing.assert_close(upsampled_conv(coarse, phase_kernels(weight), skip),
+                               expected + skip, rtol=1e-12, atol=1e-12)
 
 
 @pytest.fixture(scope='module')

@@ -55,12 +55,15 @@ def phase_kernels(weight: torch.Tensor) -> torch.Tensor:
     return torch.cat(kernels).to(weight.dtype)
 
 
-def upsampled_conv(coarse: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+def upsampled_conv(coarse: torch.Tensor, kernels: torch.Tensor,
+                   skip: Optional[torch.Tensor] = None) -> torch.Tensor:
     """3x3 convolution (padding 1, no bias) of ``coarse`` upsampled 2x by nearest neighbour.
 
     Args:
         coarse: ``(B, I, H, W)`` map.
         kernels: :func:`phase_kernels` of the 3x3 weight, ``(4 O, I, 2, 2)``.
+        skip: optional ``(1 or B, O, 2 H, 2 W)`` added to the result (in the same pass that
+            interleaves the phases).
 
     Returns:
         ``(B, O, 2 H, 2 W)``.
@@ -69,9 +72,15 @@ def upsampled_conv(coarse: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     batch, _, height, width = coarse.shape
     out = F.conv2d(coarse, kernels, padding=1)  # (B, 4 O, H + 1, W + 1)
     phases = out.unflatten(1, (2, 2, -1))  # (B, a, b, O, H + 1, W + 1)
-    rows = [torch.stack([phases[:, a, b, :, a:a + height, b:b + width] for b in (0, 1)], -1)
-            for a in (0, 1)]  # each (B, O, H, W, 2): column phase last
-    return torch.stack(rows, 3).reshape(batch, -1, 2 * height, 2 * width)
+    result = out.new_empty((batch, phases.shape[3], 2 * height, 2 * width))
+    for a in (0, 1):
+        for b in (0, 1):  # each phase written once into its strided place
+            phase = phases[:, a, b, :, a:a + height, b:b + width]
+            if skip is None:
+                result[:, :, a::2, b::2] = phase
+            else:
+                torch.add(phase, skip[:, :, a::2, b::2], out=result[:, :, a::2, b::2])
+    return result
 
 
 class ImageTerms(NamedTuple):
@@ -156,22 +165,22 @@ class Sam3MaskHead:
         for stage, skip in enumerate(terms.skips):
             conv = pixel.conv_layers[stage]
             if terms.convolved:
-                previous = self._upsampled_conv(conv, previous, skip.shape[-2:]) + skip
+                previous = self._upsampled_conv(conv, previous, skip)
             else:  # Sam3PixelDecoder's own steps
                 upsampled = F.interpolate(previous, size=skip.shape[-2:], mode='nearest')
                 previous = conv(upsampled + skip)
-            previous = F.relu(pixel.norms[stage](previous))
+            previous = F.relu(pixel.norms[stage](previous), inplace=True)
         return previous
 
     def _upsampled_conv(self, conv: torch.nn.Conv2d, previous: torch.Tensor,
-                        size) -> torch.Tensor:
-        """``conv`` (without its bias) of ``previous`` upsampled to ``size`` by nearest."""
+                        skip: torch.Tensor) -> torch.Tensor:
+        """``conv`` (no bias) of ``previous`` upsampled to ``skip``'s size, plus ``skip``."""
         kernels = self._phase_kernels(conv)
-        if kernels is not None and tuple(size) == (2 * previous.shape[-2],
-                                                   2 * previous.shape[-1]):
-            return upsampled_conv(previous, kernels)
+        size = tuple(skip.shape[-2:])
+        if kernels is not None and size == (2 * previous.shape[-2], 2 * previous.shape[-1]):
+            return upsampled_conv(previous, kernels, skip)
         upsampled = F.interpolate(previous, size=size, mode='nearest')
-        return conv._conv_forward(upsampled, conv.weight, None)
+        return conv._conv_forward(upsampled, conv.weight, None) + skip
 
     def _phase_kernels(self, conv: torch.nn.Conv2d) -> Optional[torch.Tensor]:
         """:func:`phase_kernels` of ``conv`` (``None`` unless a plain 3x3), kept per weight."""
