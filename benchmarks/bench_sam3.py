@@ -9,7 +9,7 @@ Two tables, on a 640x480 frame:
   their ratio (``speedup``) and the backend's cost relative to its own N = 1
   (``vs_ours_n1``), in three cases (:func:`bench_prompts`: at ``THRESHOLD``, every prompt
   present, some present), with how many prompts had detections (``detected``) and ran
-  the mask head. Calls of the sides alternate, so load hits them alike.
+  the mask head. Every repeat runs every count and side in turn, so load hits them alike.
 - ``propagation``: a stream of frames of a rendered scene panning across the view, N = 3
   prompts and at most ``--objects`` objects: the backend on every frame, and the backend
   on keyframes (every ``--every`` frames) with a video tracker in between. Per-frame
@@ -56,6 +56,8 @@ from zs_perception.testing.scene import render_scene
 
 PHRASES = ['mug', 'bottle', 'keyboard', 'chair', 'book', 'lamp', 'phone', 'bowl', 'box', 'pen']
 THRESHOLD = 0.5
+# The cases of the sam3 table (bench_prompts).
+CASES = ('threshold', 'all present', 'some present')
 WIDTH, HEIGHT = 640, 480
 
 
@@ -117,7 +119,7 @@ def bench_prompts(model, processor, image, counts, repeats, device, dtype, rows,
                   prompt_batch=None, present_fraction=0.3, clock=time.perf_counter):
     """Rows of the ``sam3`` table: naive vs ours in three cases per prompt count.
 
-    Per count, four sides alternate: the documented usage (``naive``, whose cost does not
+    Every repeat runs, for every count in turn, four sides: the documented usage (``naive``, whose cost does not
     depend on the scores: it runs every part for every prompt) and ours in three cases:
 
     - ``threshold``: at ``THRESHOLD``; the mask head runs for the prompts with a query over
@@ -128,49 +130,56 @@ def bench_prompts(model, processor, image, counts, repeats, device, dtype, rows,
       ``max(1, round(present_fraction N))`` of the N prompts have detections (an emulated
       scene with that many of the goal's phrases in view).
     """
-    def segmenter():
-        return Sam3Segmenter(model, processor, device, dtype, threshold=THRESHOLD,
-                             min_area_px=1, max_objects=100, merge_iou=1.0,
-                             prompt_batch=prompt_batch)
+    def segmenter(phrases):
+        seg = Sam3Segmenter(model, processor, device, dtype, threshold=THRESHOLD,
+                            min_area_px=1, max_objects=100, merge_iou=1.0,
+                            prompt_batch=prompt_batch)
+        seg.set_prompts(phrases)
+        return seg
 
-    cases = {'threshold': segmenter(), 'all present': segmenter(), 'some present': segmenter()}
     masked = []
     model.mask_decoder.prompt_cross_attn.register_forward_hook(
         lambda m, a, kw, o: masked.append(kw['query'].shape[0]), with_kwargs=True)
-    first = {}
+    cases, found = {}, {}  # per count: the three segmenters; the naive usage's detections
     for count in counts:
         phrases = PHRASES[:count]
-        for seg in cases.values():
-            seg.set_prompts(phrases)
+        cases[count] = {name: segmenter(phrases) for name in CASES}
         for name, present in (('all present', count),
                               ('some present', max(1, round(present_fraction * count)))):
-            cases[name].set_thresholds(threshold=_present_threshold(cases[name], image, present))
-        times = {name: [] for name in ('naive', *cases)}
-        with torch.inference_mode():
-            found = naive_segment(model, processor, image, phrases, device, dtype)  # warm-up
-            for seg in cases.values():
+            seg = cases[count][name]
+            seg.set_thresholds(threshold=_present_threshold(seg, image, present))
+    times = {(count, name): [] for count in counts for name in ('naive', *CASES)}
+    with torch.inference_mode():
+        for count in counts:  # warm-up
+            found[count] = naive_segment(model, processor, image, PHRASES[:count], device,
+                                         dtype)
+            for seg in cases[count].values():
                 seg.segment(image)
-            for _ in range(repeats):
-                times['naive'].append(_timed(lambda: naive_segment(
-                    model, processor, image, phrases, device, dtype), device, clock))
-                for name, seg in cases.items():
-                    times[name].append(_timed(lambda seg=seg: seg.segment(image), device,
-                                              clock))
-            naive_ms = stats_ms(times['naive'])['median_ms']
-            for name, seg in cases.items():
+        # Every repeat runs every count and side, so a slow spell of a shared machine hits
+        # N = 1 and N = 10 alike and their ratio stays fair.
+        for _ in range(repeats):
+            for count in counts:
+                times[count, 'naive'].append(_timed(lambda: naive_segment(
+                    model, processor, image, PHRASES[:count], device, dtype), device, clock))
+                for name, seg in cases[count].items():
+                    times[count, name].append(_timed(lambda seg=seg: seg.segment(image),
+                                                     device, clock))
+        for count in counts:
+            naive_ms = stats_ms(times[count, 'naive'])['median_ms']
+            for name, seg in cases[count].items():
                 masked.clear()
                 result = seg.segment(image)
-                ms = stats_ms(times[name])['median_ms']
-                first.setdefault(name, ms)
+                ms = stats_ms(times[count, name])['median_ms']
+                first_ms = stats_ms(times[counts[0], name])['median_ms']
                 rows.append({
                     'prompts': count, 'case': name, 'threshold': round(seg.threshold, 4),
                     'detected': len({i.prompt_index for i in result.instances}),
                     'instances': len(result.instances),
                     'mask_head_prompts': sum(masked),
-                    'naive_detected': sum(1 for r in found if len(r['scores']))
+                    'naive_detected': sum(1 for r in found[count] if len(r['scores']))
                     if name == 'threshold' else None,
                     'naive_ms': naive_ms, 'ours_ms': ms, 'speedup': round(naive_ms / ms, 2),
-                    'vs_ours_n1': round(ms / first[name], 2),
+                    'vs_ours_n1': round(ms / first_ms, 2),
                     'vision_ms': round(result.timings.get('encode', 0.0) * 1e3, 1),
                     'decode_ms': round(result.timings.get('decode', 0.0) * 1e3, 1),
                     'masks_ms': round(result.timings.get('masks', 0.0) * 1e3, 1),
