@@ -119,8 +119,9 @@ def bench_prompts(model, processor, image, counts, repeats, device, dtype, rows,
                   prompt_batch=None, present_fraction=0.3, clock=time.perf_counter):
     """Rows of the ``sam3`` table: naive vs ours in three cases per prompt count.
 
-    Every repeat runs, for every count in turn, four sides: the documented usage (``naive``, whose cost does not
-    depend on the scores: it runs every part for every prompt) and ours in three cases:
+    Every repeat runs, for every count in turn, four sides: the documented usage
+    (``naive``, whose cost does not depend on the scores: it runs every part for every
+    prompt) and ours in three cases:
 
     - ``threshold``: at ``THRESHOLD``; the mask head runs for the prompts with a query over
       it (with random weights, the scores decide how many);
