@@ -571,10 +571,10 @@ def outline(depth, kept, edge, row0, col0, height, width, sigma_ref, z_ref,
     rows, cols = depth.shape
     counts = np.zeros(4, np.int64)
     span = 2 * radius + 1
-    dist = np.empty((span, span))  # pixel distance of each offset
+    rise = np.empty((span, span))  # each offset's pixel distance times the slope
     for dr in range(span):
         for dc in range(span):
-            dist[dr, dc] = np.sqrt((dr - radius) ** 2 + (dc - radius) ** 2)
+            rise[dr, dc] = np.sqrt((dr - radius) ** 2 + (dc - radius) ** 2) * slope_per_px
     for r in range(rows):
         for c in range(cols):
             if not edge[r, c]:
@@ -589,20 +589,17 @@ def outline(depth, kept, edge, row0, col0, height, width, sigma_ref, z_ref,
             nearer = False
             missing, seen = 0, 0
             front, looked = np.inf, False  # the nearest kept depth around, when first needed
-            for dr in range(-radius, radius + 1):
-                rr = r + dr
-                if rr < 0 or rr >= rows:
-                    continue
-                for dc in range(-radius, radius + 1):
-                    cc = c + dc
-                    if cc < 0 or cc >= cols or kept[rr, cc]:
+            c_lo, c_hi = max(0, c - radius), min(cols, c + radius + 1)
+            for rr in range(max(0, r - radius), min(rows, r + radius + 1)):
+                for cc in range(c_lo, c_hi):
+                    if kept[rr, cc]:
                         continue
                     d = depth[rr, cc]
                     if not np.isfinite(d):
                         missing += 1
                         continue
                     seen += 1
-                    if d < z - noise - dist[dr + radius, dc + radius] * slope_per_px * z:
+                    if d < z - noise - rise[rr - r + radius, cc - c + radius] * z:
                         # Nearer than the object's surface around too, not only than this
                         # pixel (a mixed pixel kept at the edge lies behind the object).
                         if not looked:
