@@ -246,6 +246,15 @@ def test_trimmed_range_is_the_order_statistics():
         np.testing.assert_array_equal(hi, part[n - 1 - k])
 
 
+def test_extremes_are_the_ends_of_a_stable_sort():
+    rng = np.random.default_rng(1)
+    for n, count in ((1200, 11), (300, 64), (5, 5), (1, 1)):
+        values = np.round(rng.normal(size=n), 1)  # ties included
+        small, large = _linalg.extremes(values, count)
+        np.testing.assert_array_equal(small, np.argsort(values, kind='stable')[:count])
+        np.testing.assert_array_equal(large, np.argsort(-values, kind='stable')[:count])
+
+
 def test_cylinder_is_recognised_and_box_is_not(scenes):
     for i, scene in enumerate(scenes):
         for noisy in (False, True):

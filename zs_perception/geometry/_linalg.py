@@ -97,6 +97,32 @@ def project(points, axes):
     return out
 
 
+@njit('UniTuple(i8[:], 2)(f8[:], i8)', cache=True, nogil=True)
+def extremes(values, count):
+    """Return the indices of the ``count`` smallest (ascending) and largest ``values``.
+
+    One pass over ``values`` with two sorted buffers of ``count`` entries: for a small
+    ``count`` much cheaper than sorting. Ties keep the earlier index first.
+    """
+    small_v, large_v = np.full(count, np.inf), np.full(count, -np.inf)
+    small_i, large_i = np.zeros(count, np.int64), np.zeros(count, np.int64)
+    for i in range(values.size):
+        x = values[i]
+        if x < small_v[count - 1]:
+            j = count - 1
+            while j > 0 and small_v[j - 1] > x:
+                small_v[j], small_i[j] = small_v[j - 1], small_i[j - 1]
+                j -= 1
+            small_v[j], small_i[j] = x, i
+        if x > large_v[count - 1]:
+            j = count - 1
+            while j > 0 and large_v[j - 1] < x:
+                large_v[j], large_i[j] = large_v[j - 1], large_i[j - 1]
+                j -= 1
+            large_v[j], large_i[j] = x, i
+    return small_i, large_i
+
+
 @njit('UniTuple(f8[:], 2)(f8[:, :], f8)', cache=True, nogil=True)
 def trimmed_range(values, trim_fraction):
     """Per-column ``trim_fraction`` and ``1 - trim_fraction`` order statistics of ``(n, k)``.
@@ -113,23 +139,8 @@ def trimmed_range(values, trim_fraction):
             lo[c] = part[k_lo]
             hi[c] = np.partition(part[k_lo:], last - 2 * k_lo)[last - 2 * k_lo]
             continue
-        smallest = np.full(k_lo + 1, np.inf)  # ascending
-        largest = np.full(k_lo + 1, -np.inf)  # descending
-        for i in range(values.shape[0]):
-            x = values[i, c]
-            if x < smallest[k_lo]:
-                j = k_lo
-                while j > 0 and smallest[j - 1] > x:
-                    smallest[j] = smallest[j - 1]
-                    j -= 1
-                smallest[j] = x
-            if x > largest[k_lo]:
-                j = k_lo
-                while j > 0 and largest[j - 1] < x:
-                    largest[j] = largest[j - 1]
-                    j -= 1
-                largest[j] = x
-        lo[c], hi[c] = smallest[k_lo], largest[k_lo]
+        small, large = extremes(values[:, c], k_lo + 1)
+        lo[c], hi[c] = values[small[k_lo], c], values[large[k_lo], c]
     return lo, hi
 
 

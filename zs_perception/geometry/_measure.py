@@ -12,7 +12,7 @@ import numpy as np
 
 from zs_perception.geometry._box_fit import box_residual, oriented_box
 from zs_perception.geometry._cylinder_fit import fit_cylinder
-from zs_perception.geometry._linalg import cross, eigh3, matvec, orient
+from zs_perception.geometry._linalg import cross, eigh3, extremes, matvec, orient
 from zs_perception.geometry._linalg import quaternion, trimmed_range
 from zs_perception.geometry._points import PLANE_SIGMAS
 
@@ -34,28 +34,6 @@ _CONTACT_DEG = 25.0
 _MIN_COS = 0.5
 # The most extreme points per end kept in a buffer by surface_range; more are sorted.
 _SURFACE_BUFFER = 64
-
-
-@njit('UniTuple(i8[:], 2)(f8[:], i8)', cache=True, nogil=True)
-def _extremes(values, count):
-    """Return the indices of the ``count`` smallest (ascending) and largest ``values``."""
-    small_v, large_v = np.full(count, np.inf), np.full(count, -np.inf)
-    small_i, large_i = np.zeros(count, np.int64), np.zeros(count, np.int64)
-    for i in range(values.size):
-        x = values[i]
-        if x < small_v[count - 1]:
-            j = count - 1
-            while j > 0 and small_v[j - 1] > x:
-                small_v[j], small_i[j] = small_v[j - 1], small_i[j - 1]
-                j -= 1
-            small_v[j], small_i[j] = x, i
-        if x > large_v[count - 1]:
-            j = count - 1
-            while j > 0 and large_v[j - 1] < x:
-                large_v[j], large_i[j] = large_v[j - 1], large_i[j - 1]
-                j -= 1
-            large_v[j], large_i[j] = x, i
-    return small_i, large_i
 
 
 @njit('UniTuple(f8[:], 2)(f8[:, :], f8[:, :], f8[:], f8[:], f8[:, :], f8)',
@@ -93,7 +71,7 @@ def surface_range(local, axes, lo, hi, fit, trim):
         weight[k] = fit[k, 2] ** 2 / max(cos, _MIN_COS)
     total = np.sum(weight)
     # The cut at each end lies among the ``need`` most extreme points (each weighs at
-    # least the least weight): one pass keeps those in sorted buffers (as trimmed_range);
+    # least the least weight): one pass keeps those in sorted buffers (``extremes``);
     # a larger need sorts.
     need = min(n, int(trim * total / np.min(weight)) + 2)
     out_lo, out_hi = lo.copy(), hi.copy()
@@ -102,7 +80,7 @@ def surface_range(local, axes, lo, hi, fit, trim):
             order = np.argsort(local[:, c])
             low, high = order[:need], order[::-1][:need]
         else:
-            low, high = _extremes(local[:, c], need)
+            low, high = extremes(local[:, c], need)
         for end, picked in ((0, low), (1, high)):
             acc = 0.0
             for k in picked:
