@@ -276,7 +276,7 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
     v0, v1 = max(0, c0 - pad), min(w, c0 + roi.shape[1] + pad)
     inside = np.zeros((w1 - w0, v1 - v0), bool)
     inside[r0 - w0:r0 - w0 + roi.shape[0], c0 - v0:c0 - v0 + roi.shape[1]] = roi
-    depth = np.ascontiguousarray(depth_m[w0:w1, v0:v1])
+    depth = depth_m[w0:w1, v0:v1]  # window_regions copies it (depth_in)
     # The distance to the nearest pixel outside the mask, on the mask's bounding box and
     # the one pixel around it (all outside: no nearer one lies beyond).
     inscribed = np.zeros(inside.shape, np.float32)
@@ -324,7 +324,7 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
     kept = _points.peel_flying(depth_in, kept, _points.outline_of(kept), sigma, z_ref,
                                _FLYING_PASSES)
     points = _points.window_points(depth_in, kept, x0, y0, xs, ys, min_depth_m, max_depth_m,
-                                   max_points)[:, :3].copy()
+                                   max_points)[:, :3]
     if len(points) < min_points:
         return ObjectGeometry.without_pose(
             f'too few points ({len(points)} < {min_points})', len(points), valid_fraction,
@@ -336,7 +336,7 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
     # object, the core still ends beside it). Only the outline with depth around it is seen
     # to be occluded or not (real depth has holes inside and around objects).
     counts = [_points.outline(depth_in, region, _points.outline_of(region), w0, v0, h, w,
-                              sigma, z_ref, slope, _OCCLUSION_RADIUS_PX)
+                              sigma, z_ref, slope, _OCCLUSION_RADIUS_PX).tolist()
               for region in (kept, inside, kept & seeds)]
     occluded = any(c[1] >= OCCLUDED_SHARE * max(1, c[0] - c[3]) for c in counts)
     n_outline, n_occluded, n_border, n_unseen = counts[0]  # the observed outline: confidence
