@@ -8,8 +8,9 @@ Two tables, on a 640x480 frame:
   cached, DETR per prompt, mask head only for prompts with a query over the threshold),
   their ratio (``speedup``) and the backend's cost relative to its own N = 1
   (``vs_ours_n1``: of the medians; ``vs_n1_paired``: the median over repeats of that
-  ratio within each repeat, and ``paired_range`` its smallest and largest), in three cases (:func:`bench_prompts`: at ``THRESHOLD``, every prompt
-  present, some present), with how many prompts had detections (``detected``) and ran
+  ratio within each repeat, and ``paired_range`` its smallest and largest), in three
+  cases (:func:`bench_prompts`: at ``THRESHOLD``, every prompt present, some present),
+  with how many prompts had detections (``detected``) and ran
   the mask head. Every repeat runs every count and side in turn, so load hits them alike.
 - ``propagation``: a stream of frames of a rendered scene panning across the view, N = 3
   prompts and at most ``--objects`` objects: the backend on every frame, and the backend
