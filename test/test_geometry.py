@@ -148,11 +148,14 @@ def test_numba_kernels_give_what_their_python_source_gives(scenes):
                      [_cylinder_fit.fit_cylinder.py_func(local, box[1][0], box[2][0])])
         measured = _measure.measure(points, 0.005, 0.001)
         _assert_same(measured, _measure.measure.py_func(points, 0.005, 0.001))
-        position, rotation, _, extents, shape, _ = measured
+        position, rotation, _, extents, shape, _, trimmed_ends = measured
         table = np.array([[0.0, -np.sqrt(0.5), -np.sqrt(0.5), 1.0]])
         for planes in (np.zeros((0, 4)), table):
-            args = (position, rotation, extents, shape, planes, 0.001, 0.001, 1.0)
+            args = (position, rotation, extents, shape, planes, 0.001, 0.001, 1.0,
+                    trimmed_ends)
             _assert_same(_measure.settle(*args), _measure.settle.py_func(*args))
+        args = (local, box[1], box[2], 0.002)
+        _assert_same(_measure.face_ends(*args), _measure.face_ends.py_func(*args))
         # The box axes found do not depend on the signs of the starting axes.
         for signs in ((1, 1, -1), (1, -1, 1), (-1, 1, 1)):
             flipped = _box_fit.fit_box_axes(sub, vecs * np.array(signs, float), 0, 6)
@@ -253,6 +256,38 @@ def test_extremes_are_the_ends_of_a_stable_sort():
         small, large = _linalg.extremes(values, count)
         np.testing.assert_array_equal(small, np.argsort(values, kind='stable')[:count])
         np.testing.assert_array_equal(large, np.argsort(-values, kind='stable')[:count])
+
+
+def test_seen_faces_are_placed_at_their_points_median():
+    # A 300 x 200 x 150 mm box seen on three faces (x = +150, y = +100, z = +75 mm) with
+    # 4 mm noise along each face's normal: the trimmed range overshoots each seen face by
+    # about two deviations, the face's median does not; the hidden ends (x, y, z low) keep
+    # the trimmed value.
+    rng = np.random.default_rng(3)
+    half = np.array([0.150, 0.100, 0.075])
+    faces = []
+    for c in range(3):
+        face = rng.uniform(-1.0, 1.0, (1500, 3)) * half
+        face[:, c] = half[c] + rng.normal(0.0, 0.004, 1500)
+        faces.append(face)
+    local = np.concatenate(faces)
+    lo, hi = _linalg.trimmed_range(local, 0.005)
+    new_lo, new_hi, trimmed_ends = _measure.face_ends(local, lo, hi, 0.004)
+    np.testing.assert_array_equal(trimmed_ends, [1.0, 1.0, 1.0])
+    np.testing.assert_array_equal(new_lo, lo)
+    assert np.all(hi - half > 0.006)  # the percentile overshoots
+    np.testing.assert_allclose(new_hi, half, atol=0.0005)
+    # Clean depth: the trimmed range already ends on the faces, and is kept.
+    for c in range(3):
+        local[1500 * c:1500 * (c + 1), c] = half[c]
+    lo, hi = _linalg.trimmed_range(local, 0.005)
+    np.testing.assert_array_equal(_measure.face_ends(local, lo, hi, 0.0005)[2], [2.0] * 3)
+    # A 20 mm book seen on its top face only, under 4 mm noise: the points nearer its
+    # bottom are the top face's noise, so the thin axis keeps both trimmed ends.
+    book = rng.uniform(-1.0, 1.0, (3000, 3)) * np.array([0.150, 0.100, 0.0])
+    book[:, 2] = 0.010 + rng.normal(0.0, 0.004, 3000)
+    lo, hi = _linalg.trimmed_range(book, 0.005)
+    assert _measure.face_ends(book, lo, hi, 0.004)[2][2] == 2.0
 
 
 def test_cylinder_is_recognised_and_box_is_not(scenes):

@@ -34,6 +34,18 @@ _CONTACT_DEG = 25.0
 _MIN_COS = 0.5
 # The most extreme points per end kept in a buffer by surface_range; more are sorted.
 _SURFACE_BUFFER = 64
+# Seen box faces (face_ends): an axis at least _FACE_MIN_SIGMAS noise deviations long; a
+# face holding _FACE_SHARE of the points (and _FACE_MIN_POINTS), their median absolute
+# deviation along the axis under _FACE_SPREAD_SIGMAS deviations plus _FACE_SPREAD_SHARE of
+# the axis, their median _FACE_SHIFT_SIGMAS deviations inside the trimmed end or more; of
+# two opposite faces under _FACE_SEPARATION deviations apart, the larger only.
+_FACE_MIN_SIGMAS = 8.0
+_FACE_SHARE = 0.05
+_FACE_MIN_POINTS = 30
+_FACE_SPREAD_SIGMAS = 2.0
+_FACE_SPREAD_SHARE = 0.01
+_FACE_SHIFT_SIGMAS = 1.0
+_FACE_SEPARATION = 4.0
 
 
 @njit('UniTuple(f8[:], 2)(f8[:, :], f8[:, :], f8[:], f8[:], f8[:, :], f8)',
@@ -94,7 +106,76 @@ def surface_range(local, axes, lo, hi, fit, trim):
     return out_lo, out_hi
 
 
-@njit('Tuple((f8[:], f8[:, :], f8[:], f8[:], i8, f8))(f8[:, :], f8, f8)',
+@njit('Tuple((f8[:], f8[:], f8[:]))(f8[:, :], f8[:], f8[:], f8)', cache=True, nogil=True)
+def face_ends(local, lo, hi, noise):
+    """Each end of each box axis at the median of the points on that face, when it is seen.
+
+    A trimmed range of noisy points overshoots a face by about two noise deviations; the
+    median coordinate of the points whose nearest face it is does not. An end keeps its
+    trimmed value when its face is not seen: the axis is shorter than ``_FACE_MIN_SIGMAS``
+    noise deviations (``noise``, m); the face holds under ``_FACE_SHARE`` of the points; its
+    points spread along the axis (they lie on the faces beside a hidden one); their median
+    is within ``_FACE_SHIFT_SIGMAS`` deviations of the trimmed end (clean depth: the range is
+    already right); or it is the smaller of two opposite faces under ``_FACE_SEPARATION``
+    deviations apart (across a thin object seen on one face, the points nearer the hidden
+    face are that face's noise).
+
+    Args:
+        local: ``(n, 3)`` the points in box coordinates.
+        lo, hi: ``(3,)`` the trimmed range.
+        noise: one depth noise deviation (m) at the points' median depth.
+
+    Returns:
+        ``(lo, hi, trimmed_ends)``: the ends ``(3,)`` each, and per axis how many of its two
+        ends kept the trimmed value (0, 1 or 2), as floats.
+
+    """
+    n = local.shape[0]
+    face = np.empty(n, np.int64)
+    for k in range(n):
+        best, which = np.inf, 0
+        for c in range(3):
+            d_lo, d_hi = abs(local[k, c] - lo[c]), abs(hi[c] - local[k, c])
+            if d_lo < best:
+                best, which = d_lo, 2 * c
+            if d_hi < best:
+                best, which = d_hi, 2 * c + 1
+        face[k] = which
+    out_lo, out_hi = lo.copy(), hi.copy()
+    trimmed_ends = np.full(3, 2.0)
+    for c in range(3):
+        if hi[c] - lo[c] < _FACE_MIN_SIGMAS * noise:
+            continue
+        count = np.zeros(2)
+        end = np.zeros(2)
+        for e in range(2):
+            members = np.flatnonzero(face == 2 * c + e)
+            count[e] = members.size
+            if members.size >= max(_FACE_MIN_POINTS, _FACE_SHARE * n):
+                along = local[members, c]
+                end[e] = np.median(along)
+                spread = np.median(np.abs(along - end[e]))
+                if spread > _FACE_SPREAD_SIGMAS * noise + _FACE_SPREAD_SHARE * (hi[c] - lo[c]):
+                    count[e] = 0.0  # the points of the faces beside a hidden one
+            else:
+                count[e] = 0.0
+        if count[0] > 0 and count[1] > 0 and end[1] - end[0] < _FACE_SEPARATION * noise:
+            count[0 if count[0] < count[1] else 1] = 0.0
+        for e in range(2):  # a face within the noise of its trimmed end: the range holds
+            if count[e] > 0 and abs(end[e] - (lo[c], hi[c])[e]) < _FACE_SHIFT_SIGMAS * noise:
+                count[e] = 0.0
+        if count[0] > 0:
+            out_lo[c] = end[0]
+            trimmed_ends[c] -= 1.0
+        if count[1] > 0:
+            out_hi[c] = end[1]
+            trimmed_ends[c] -= 1.0
+        if out_hi[c] <= out_lo[c]:
+            out_lo[c], out_hi[c], trimmed_ends[c] = lo[c], hi[c], 2.0
+    return out_lo, out_hi, trimmed_ends
+
+
+@njit('Tuple((f8[:], f8[:, :], f8[:], f8[:], i8, f8, f8[:]))(f8[:, :], f8, f8)',
       cache=True, nogil=True)
 def measure(points, trim, tolerance):
     """Pose, extents and shape of ``points`` (module docs).
@@ -105,10 +186,12 @@ def measure(points, trim, tolerance):
         tolerance: the depth noise (m, one deviation) at the points' median depth.
 
     Returns:
-        ``(position, rotation, quaternion, extents, shape, residual)``: ``(3,)`` metres,
-        ``(3, 3)`` columns = object axes (signs per the convention), ``(4,)`` ``x, y, z,
-        w``, ``(3,)`` extents in metres (descending), the index into ``SHAPES``, and the
-        chosen model's median residual divided by its fit tolerance (under 1 fits).
+        ``(position, rotation, quaternion, extents, shape, residual, trimmed_ends)``:
+        ``(3,)`` metres, ``(3, 3)`` columns = object axes (signs per the convention), ``(4,)``
+        ``x, y, z, w``, ``(3,)`` extents in metres along those axes (``settle`` sorts them),
+        the index into ``SHAPES``, the chosen model's median residual divided by its fit
+        tolerance (under 1 fits), and ``(3,)`` per axis how many of its ends are a trimmed
+        percentile rather than a seen face (``face_ends``; 2 for a cylinder).
 
     """
     fit = points[::max(1, points.shape[0] // _FIT_POINTS)]
@@ -154,8 +237,10 @@ def measure(points, trim, tolerance):
         shape, residual = 0, box_res / allowed
     else:
         shape, residual = 2, min(box_res, best_res) / allowed
+    trimmed_ends = np.full(3, 2.0)
     if shape != 1:
         lo, hi = surface_range(local, axes, lo, hi, fit, trim)
+        lo, hi, trimmed_ends = face_ends(local, lo, hi, tolerance)
     position = mean + matvec(axes, 0.5 * (lo + hi))
     extents = hi - lo
     if shape == 1:  # the axis and its centre at mid-length; the box axes turned onto it
@@ -186,7 +271,7 @@ def measure(points, trim, tolerance):
             axes[:, 0], axes[:, 1], axes[:, 2] = y, z, x
             extents = np.array([diameter, diameter, length])
     rotation = orient(axes, position)
-    return position, rotation, quaternion(rotation), extents, shape, residual
+    return position, rotation, quaternion(rotation), extents, shape, residual, trimmed_ends
 
 
 @njit('Tuple((f8[:], f8[:, :]))(f8[:, :], f8[:], f8[:])', cache=True, nogil=True)
@@ -198,13 +283,14 @@ def _longest_first(rotation, extents, position):
     return extents[order], orient(np.ascontiguousarray(rotation[:, order]), position)
 
 
-@njit('Tuple((f8[:], f8[:, :], f8[:]))(f8[:], f8[:, :], f8[:], i8, f8[:, :], f8, f8, f8)',
-      cache=True, nogil=True)
-def settle(position, rotation, extents, shape, planes, measured, sigma, z_ref):
+@njit('Tuple((f8[:], f8[:, :], f8[:]))'
+      '(f8[:], f8[:, :], f8[:], i8, f8[:, :], f8, f8, f8, f8[:])', cache=True, nogil=True)
+def settle(position, rotation, extents, shape, planes, measured, sigma, z_ref, trimmed_ends):
     """Take the depth noise off a measured box and rest it on its support plane.
 
     Measured depth noise (``measured``, m at ``z_ref``) widens the trimmed range along the
-    viewing ray at each end by ``_NOISE_QUANTILE`` deviations: that is taken off the box
+    viewing ray at each end by ``_NOISE_QUANTILE`` deviations: that is taken off the box at
+    each of an axis' ``trimmed_ends`` ``(3,)`` (the ends ``face_ends`` left trimmed)
     (not a cylinder, whose diameter comes from its fitted radius; at most half of each
     extent; a thin book seen at 2 m would grow by a third). The points within the plane
     tolerance of a support plane (``planes`` ``(k, 4)``) were dropped with it, so an object
@@ -224,7 +310,7 @@ def settle(position, rotation, extents, shape, planes, measured, sigma, z_ref):
         trimmed = np.empty(3)
         for k in range(3):
             along = abs(np.sum(rotation[:, k] * position)) / norm
-            trimmed[k] = max(extents[k] - 2.0 * scale * along, 0.5 * extents[k])
+            trimmed[k] = max(extents[k] - trimmed_ends[k] * scale * along, 0.5 * extents[k])
         extents, rotation = _longest_first(rotation, trimmed, position)
     limit = np.cos(np.radians(_CONTACT_DEG))
     for p in range(planes.shape[0]):

@@ -340,7 +340,7 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
               for region in (kept, inside, kept & seeds)]
     occluded = any(c[1] >= OCCLUDED_SHARE * max(1, c[0] - c[3]) for c in counts)
     n_outline, n_occluded, n_border, n_unseen = counts[0]  # the observed outline: confidence
-    position, rotation, quat, extents, shape, residual = measure(
+    position, rotation, quat, extents, shape, residual, trimmed_ends = measure(
         points, trim_percent / 100.0, sigma)
     # What is published must be finite in float32 too.
     if not (np.isfinite(position).all() and np.isfinite(quat).all()
@@ -350,7 +350,7 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
             0, valid_fraction, truncated=truncated)
     points32 = points.astype(np.float32)
     position, rotation, extents = settle(position, rotation, extents, shape, planes,
-                                         measured, sigma, z_ref)
+                                         measured, sigma, z_ref, trimmed_ends)
     quat = quaternion(rotation)
     if extents[1] < 2.0 * sigma * (position[2] / z_ref) ** 2 + 1e-6:
         return ObjectGeometry.without_pose(
