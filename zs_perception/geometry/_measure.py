@@ -48,6 +48,22 @@ _FACE_SHIFT_SIGMAS = 1.0
 _FACE_SEPARATION = 4.0
 
 
+@njit('i8(f8[:, :], i8, f8[:], f8[:])', cache=True, nogil=True, inline='always')
+def nearest_face(local, k, lo, hi):
+    """Return the face ``2 c + e`` of the box ``lo..hi`` nearest point ``k`` of ``local``.
+
+    Axis ``c``, end ``e`` (0 at ``lo``, 1 at ``hi``); ties go to the first axis, then to ``lo``.
+    """
+    best, which = np.inf, 0
+    for c in range(3):
+        d_lo, d_hi = abs(local[k, c] - lo[c]), abs(hi[c] - local[k, c])
+        if d_lo < best:
+            best, which = d_lo, 2 * c
+        if d_hi < best:
+            best, which = d_hi, 2 * c + 1
+    return which
+
+
 @njit('UniTuple(f8[:], 2)(f8[:, :], f8[:, :], f8[:], f8[:], f8[:, :], f8)',
       cache=True, nogil=True)
 def surface_range(local, axes, lo, hi, fit, trim):
@@ -72,11 +88,7 @@ def surface_range(local, axes, lo, hi, fit, trim):
     n = local.shape[0]
     weight = np.empty(n)
     for k in range(n):
-        best, face = np.inf, 0
-        for c in range(3):
-            d = min(abs(local[k, c] - lo[c]), abs(hi[c] - local[k, c]))
-            if d < best:
-                best, face = d, c
+        face = nearest_face(local, k, lo, hi) // 2
         r2 = fit[k, 0] ** 2 + fit[k, 1] ** 2 + fit[k, 2] ** 2
         cos = abs(axes[0, face] * fit[k, 0] + axes[1, face] * fit[k, 1]
                   + axes[2, face] * fit[k, 2]) / np.sqrt(r2)
@@ -133,14 +145,7 @@ def face_ends(local, lo, hi, noise):
     n = local.shape[0]
     face = np.empty(n, np.int64)
     for k in range(n):
-        best, which = np.inf, 0
-        for c in range(3):
-            d_lo, d_hi = abs(local[k, c] - lo[c]), abs(hi[c] - local[k, c])
-            if d_lo < best:
-                best, which = d_lo, 2 * c
-            if d_hi < best:
-                best, which = d_hi, 2 * c + 1
-        face[k] = which
+        face[k] = nearest_face(local, k, lo, hi)
     out_lo, out_hi = lo.copy(), hi.copy()
     trimmed_ends = np.full(3, 2.0)
     for c in range(3):
