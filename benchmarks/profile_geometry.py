@@ -2,11 +2,16 @@
 
 Run from the repository root: ``python -m benchmarks.profile_geometry [--resolution 640x480]
 [--masks 5] [--repeats 20]``. The masks are bench_geometry's (the demo scene's box and
-cylinder, then ellipses). Each step (the ``_points`` kernels, the distance transforms, the
-fit ``measure`` and the final ``settle``) is wrapped with a timer of this thread's CPU time
-(``time.thread_time``, so time spent waiting for a core on a shared machine is not counted)
-and the masks are measured one per call, so nothing runs on the pool's threads. ``rest`` is
-the time of a whole call not inside a timed step (Python between the steps).
+cylinder, then ellipses). The steps of one object run as one kernel
+(``_object_steps.object_geometry``); here its ``py_func`` runs instead, the same steps with
+each kernel called from Python, so that each step (the ``_points`` kernels, the fit
+``measure`` and the final ``settle``, and in ``pose`` the mask's bounding box and the
+distance transforms) can be wrapped with a timer of this thread's CPU time
+(``time.thread_time``, so time spent waiting for a core on a shared machine is not counted).
+The masks are measured one per call, so nothing runs on the pool's threads. ``rest`` is
+the time of a whole call not inside a timed step: the Python of ``pose`` plus the glue
+between the steps, which in the kernel in use costs next to nothing (so ``rest`` and
+``total`` overstate the compiled path; ``benchmarks.bench_geometry`` times that).
 """
 
 import argparse
@@ -19,11 +24,12 @@ from benchmarks.report import emit
 import cv2
 import numpy as np
 
-from zs_perception.geometry import _points, estimate_object_geometry, pose
+from zs_perception.geometry import _object_steps, _points, estimate_object_geometry, pose
 from zs_perception.testing.scene import render_scene
 
-KERNELS = ('window_regions', 'depth_noise', 'support_planes', 'denoise', 'background',
-           'link_surface', 'outline_of', 'peel_flying', 'window_points', 'outline')
+KERNELS = ('mask_roi_in_depth', 'window_regions', 'depth_noise', 'support_planes', 'denoise',
+           'background', 'link_surface', 'outline_of', 'peel_flying', 'window_points',
+           'outline')
 
 
 def _timed(totals, name, fn):
@@ -47,7 +53,9 @@ def main(argv=None):
     masks = _masks(scene, args.masks)
     totals = collections.defaultdict(float)
     saved = {name: getattr(_points, name) for name in KERNELS}
-    saved_pose = {'measure': pose.measure, 'settle': pose.settle, 'cv2': pose.cv2}
+    saved_steps = {'measure': _object_steps.measure, 'settle': _object_steps.settle,
+                   'object_geometry': _object_steps.object_geometry}
+    saved_cv2 = pose.cv2
     # pose uses cv2 for its distance transforms only
     cv2_timed = types.SimpleNamespace(
         DIST_L2=cv2.DIST_L2,
@@ -55,8 +63,9 @@ def main(argv=None):
     try:
         for name, fn in saved.items():
             setattr(_points, name, _timed(totals, name, fn))
-        pose.measure = _timed(totals, 'measure', saved_pose['measure'])
-        pose.settle = _timed(totals, 'settle', saved_pose['settle'])
+        for name in ('measure', 'settle'):
+            setattr(_object_steps, name, _timed(totals, name, saved_steps[name]))
+        _object_steps.object_geometry = saved_steps['object_geometry'].py_func
         pose.cv2 = cv2_timed
         for mask in masks:  # compile nothing and warm the caches before timing
             estimate_object_geometry(mask[None], scene['depth_m'], scene['intrinsics'])
@@ -69,8 +78,9 @@ def main(argv=None):
     finally:
         for name, fn in saved.items():
             setattr(_points, name, fn)
-        pose.measure, pose.settle, pose.cv2 = (saved_pose['measure'], saved_pose['settle'],
-                                               saved_pose['cv2'])
+        for name, fn in saved_steps.items():
+            setattr(_object_steps, name, fn)
+        pose.cv2 = saved_cv2
     steps = {name: total / args.repeats for name, total in totals.items()}
     steps['rest'] = whole - sum(steps.values())
     rows = [{'step': name, 'cpu_ms': round(seconds * 1e3, 3),

@@ -11,7 +11,7 @@ import hashlib
 import pathlib
 
 _KERNEL_MODULES = ('_linalg.py', '_points.py', '_box_fit.py', '_cylinder_fit.py',
-                   '_measure.py')
+                   '_measure.py', '_object_steps.py')
 
 
 def invalidate_stale_kernels() -> None:

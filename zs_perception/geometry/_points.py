@@ -520,18 +520,24 @@ def on_outline(kept, r, c):
     return False
 
 
-_SQUARE = np.ones((3, 3), np.uint8)
-
-
+@njit('b1[:, :](b1[:, :])', cache=True, nogil=True)
 def outline_of(region):
     """Pixels of ``region`` ``(r, c)`` ``bool`` with an 8-neighbour outside it or off the window.
 
-    The same as :func:`on_outline` at every pixel, by one 3x3 erosion (pixels off the
-    window count as outside).
+    The same as :func:`on_outline` at every pixel, as a separable 3x3 erosion: a pixel is
+    inside when its row's three pixels are in the region in its row and the rows above and
+    below (pixels off the window count as outside).
     """
-    inner = cv2.erode(region.view(np.uint8), _SQUARE, borderType=cv2.BORDER_CONSTANT,
-                      borderValue=0)
-    return region ^ inner.view(bool)  # the erosion lies inside the region
+    rows, cols = region.shape
+    across = np.zeros((rows, cols), np.bool_)  # the pixel and both row neighbours in it
+    for r in range(rows):
+        for c in range(1, cols - 1):
+            across[r, c] = region[r, c - 1] & region[r, c] & region[r, c + 1]
+    out = region.copy()  # the first and last rows: all on the outline
+    for r in range(1, rows - 1):
+        for c in range(cols):
+            out[r, c] = region[r, c] & ~(across[r - 1, c] & across[r, c] & across[r + 1, c])
+    return out
 
 
 @njit('f8(f4[:, :], b1[:, :], i8, i8, i8)', cache=True, nogil=True, inline='always')

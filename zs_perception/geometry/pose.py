@@ -22,26 +22,13 @@ from typing import List, Optional, Sequence, Union
 import cv2
 import numpy as np
 
-from zs_perception.geometry import _points
+from zs_perception.geometry import _object_steps, _points
 from zs_perception.geometry._linalg import quaternion
-from zs_perception.geometry._measure import measure, settle, SHAPES
+from zs_perception.geometry._measure import SHAPES
+from zs_perception.geometry._object_steps import RING_INNER_PX
 from zs_perception.geometry.camera import CameraIntrinsics
 
 STATUS_OK = 'ok'
-# Depth noise (m, estimated per object) above which depth is smoothed before use, the half
-# width (px) of the edge-preserving smoothing window, and the share of the noise left after.
-_DENOISE_MIN_SIGMA_M = 0.001
-_DENOISE_HALF_WINDOW = 2
-_DENOISED_SHARE = 0.5
-# The support-plane ring: from _RING_INNER_PX to ring_px pixels outside the mask.
-_RING_INNER_PX = 3
-# Layers of mixed depth pixels at the outline that may be peeled off.
-_FLYING_PASSES = 2
-# Outline pixels searched (px) for nearer depth, and the outline share that is occlusion.
-_OCCLUSION_RADIUS_PX = 3
-OCCLUDED_SHARE = 0.10
-# Largest float32 magnitude: points beyond it cannot be published.
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
 # Mask pixels this close (px) to the image border make the object truncated.
 TRUNCATED_BORDER_PX = 1
 # Threads the objects of one call are measured on (their threads start on first use).
@@ -68,8 +55,9 @@ class ObjectGeometry:
         shape: ``'box'``, ``'cylinder'`` or ``'unknown'`` (neither model fits: the pose and
             extents of the oriented box around the points); ``''`` without a pose.
         truncated: the mask touches the image border: the object may continue outside.
-        occluded: nearer depth borders at least ``OCCLUDED_SHARE`` of the object's outline
-            (of the part with depth beyond it): something in front hides part of it.
+        occluded: nearer depth borders at least ``_object_steps.OCCLUDED_SHARE`` (10 %) of
+            the object's outline (of the part with depth beyond it): something in front
+            hides part of it.
         pose_confidence: heuristic trust in the pose, [0, 1] (docs/geometry.md): the
             product of the observed share of the outline, the depth coverage, the fit
             residual and point count terms; 0.0 without a pose.
@@ -176,9 +164,9 @@ def estimate_object_geometry(
         if int(value) != value or value < 0:
             raise ValueError(f'estimate_object_geometry: {name} must be an integer >= 0, got '
                              f'{value!r}.')
-    if int(ring_px) != ring_px or ring_px < _RING_INNER_PX + 2:
+    if int(ring_px) != ring_px or ring_px < RING_INNER_PX + 2:
         raise ValueError(f'estimate_object_geometry: ring_px must be an integer >= '
-                         f'{_RING_INNER_PX + 2}, got {ring_px!r}.')
+                         f'{RING_INNER_PX + 2}, got {ring_px!r}.')
     if min_points < 3:
         raise ValueError(f'estimate_object_geometry: min_points must be >= 3 (a plane), got '
                          f'{min_points}.')
@@ -276,7 +264,6 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
     v0, v1 = max(0, c0 - pad), min(w, c0 + roi.shape[1] + pad)
     inside = np.zeros((w1 - w0, v1 - v0), bool)
     inside[r0 - w0:r0 - w0 + roi.shape[0], c0 - v0:c0 - v0 + roi.shape[1]] = roi
-    depth = depth_m[w0:w1, v0:v1]  # window_regions copies it (depth_in)
     # The distance to the nearest pixel outside the mask, on the mask's bounding box and
     # the one pixel around it (all outside: no nearer one lies beyond).
     inscribed = np.zeros(inside.shape, np.float32)
@@ -286,83 +273,33 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
         np.ascontiguousarray(inside[a0:a1, b0:b1]).view(np.uint8), cv2.DIST_L2, 3)
     # Distance (px) of every window pixel to the mask: the grow band and the plane ring.
     outside = cv2.distanceTransform((~inside).view(np.uint8), cv2.DIST_L2, 3)
-    (depth_in, seeds, core, ring, near, candidate, z_ref, n_mask, n_valid,
-     widest) = _points.window_regions(
-        depth, inside, inscribed, outside, min_depth_m, max_depth_m,
-        2 * erode_px + 1 if erode_px else 0, grow_px + 0.5, _RING_INNER_PX + 0.5,
-        ring_px + 0.5, grow_px + _OCCLUSION_RADIUS_PX + 1.5)
-    valid_fraction = n_valid / n_mask
-    if n_valid == 0:
+    (outcome, valid_fraction, occluded, points, position, rotation, quat, extents, shape,
+     confidence) = _object_steps.object_geometry(
+        depth_m[w0:w1, v0:v1], inside, inscribed, outside, w0, v0, h, w,
+        (v0 - intr.cx) / intr.fx, (w0 - intr.cy) / intr.fy, 1.0 / intr.fx, 1.0 / intr.fy,
+        np.tan(np.radians(_points.MAX_SLOPE_DEG)) / min(intr.fx, intr.fy),
+        min_depth_m, max_depth_m, 2 * erode_px + 1 if erode_px else 0, grow_px + 0.5,
+        ring_px + 0.5, min_share, min_points, max_points, trim_percent / 100.0)
+    if outcome != _object_steps.OK:
         return ObjectGeometry.without_pose(
-            f'no valid depth in mask (none in [{min_depth_m:g}, {max_depth_m:g}] m)',
-            truncated=truncated)
-    if widest < 1.5:
-        return ObjectGeometry.without_pose(
-            'degenerate mask (under 3 pixels wide: a line or scattered pixels)', 0,
-            valid_fraction, truncated=truncated)
-    # Per-object noise model: sigma(z) = sigma_ref * (z / z_ref) ** 2, with a floor.
-    measured = _points.depth_noise(depth_in, core)
-    sigma = max(measured, _points.NOISE_FLOOR_M * z_ref ** 2)
-    x0, y0 = (v0 - intr.cx) / intr.fx, (w0 - intr.cy) / intr.fy
-    xs, ys = 1.0 / intr.fx, 1.0 / intr.fy
-    slope = np.tan(np.radians(_points.MAX_SLOPE_DEG)) / min(intr.fx, intr.fy)
-    planes, height = _points.support_planes(depth_in, ring, core, x0, y0, xs, ys,
-                                            min_depth_m, max_depth_m, sigma, z_ref)
-    if sigma > _DENOISE_MIN_SIGMA_M:
-        # Never average across the object's height over its support plane (a book on a
-        # table), so the table around a bleeding mask stays on the plane.
-        # Only where the later steps read depth (near): the grow band and the occlusion
-        # search.
-        depth_in = _points.denoise(depth_in, near, _DENOISE_HALF_WINDOW,
-                                   min(3.0 * sigma, 0.5 * height))
-        sigma = max(_DENOISED_SHARE * sigma, _points.NOISE_FLOOR_M * z_ref ** 2)
-        measured *= _DENOISED_SHARE
-    gone = _points.background(depth_in, candidate, x0, y0, xs, ys, min_depth_m, max_depth_m,
-                              sigma, z_ref, planes)
-    kept = _points.link_surface(depth_in, candidate & ~gone, seeds & ~gone, sigma, z_ref,
-                                slope, min_share)
-    kept = _points.peel_flying(depth_in, kept, _points.outline_of(kept), sigma, z_ref,
-                               _FLYING_PASSES)
-    points = _points.window_points(depth_in, kept, x0, y0, xs, ys, min_depth_m, max_depth_m,
-                                   max_points)[:, :3]
-    if len(points) < min_points:
-        return ObjectGeometry.without_pose(
-            f'too few points ({len(points)} < {min_points})', len(points), valid_fraction,
-            points.astype(np.float32), truncated=truncated)
-    # Occlusion is looked for on three outlines: the kept points' (a mask that bleeds onto
-    # the occluder ends on it, the object's points do not), the mask's own (where the
-    # object's points end short of the occluder, e.g. its part near the table went with the
-    # support plane) and the kept core's (where flying pixels link the occluder to the
-    # object, the core still ends beside it). Only the outline with depth around it is seen
-    # to be occluded or not (real depth has holes inside and around objects).
-    counts = [_points.outline(depth_in, region, _points.outline_of(region), w0, v0, h, w,
-                              sigma, z_ref, slope, _OCCLUSION_RADIUS_PX).tolist()
-              for region in (kept, inside, kept & seeds)]
-    occluded = any(c[1] >= OCCLUDED_SHARE * max(1, c[0] - c[3]) for c in counts)
-    n_outline, n_occluded, n_border, n_unseen = counts[0]  # the observed outline: confidence
-    position, rotation, quat, extents, shape, residual, trimmed_ends = measure(
-        points, trim_percent / 100.0, sigma)
-    # What is published must be finite in float32 too.
-    if not (np.isfinite(position).all() and np.isfinite(quat).all()
-            and np.isfinite(extents).all() and np.abs(points).max() < _FLOAT32_MAX):
-        return ObjectGeometry.without_pose(
-            'non-finite pose (absurd intrinsics? e.g. a principal point far outside the image)',
-            0, valid_fraction, truncated=truncated)
-    points32 = points.astype(np.float32)
-    position, rotation, extents = settle(position, rotation, extents, shape, planes,
-                                         measured, sigma, z_ref, trimmed_ends)
-    quat = quaternion(rotation)
-    if extents[1] < 2.0 * sigma * (position[2] / z_ref) ** 2 + 1e-6:
-        return ObjectGeometry.without_pose(
-            'degenerate points (collinear: a line seen on depth, no surface to fit)',
-            len(points), valid_fraction, points32, truncated, occluded)
-    observed = 1.0 - (n_occluded + n_border + 0.5 * n_unseen) / max(1, n_outline)
-    confidence = (max(0.0, observed) * min(1.0, valid_fraction / 0.8)
-                  / (1.0 + residual ** 2) * len(points) / (len(points) + 30.0)
-                  * (0.5 if SHAPES[shape] == 'unknown' else 1.0))
+            _why_no_pose(outcome, len(points), min_points, min_depth_m, max_depth_m),
+            len(points), valid_fraction, points, truncated, occluded)
     return ObjectGeometry(
         has_pose=True, status=STATUS_OK, position=position, rotation=rotation,
         quaternion=quat, extents=extents, num_points=len(points),
-        valid_fraction=valid_fraction, points=points32, shape=SHAPES[shape],
-        truncated=truncated, occluded=bool(occluded),
-        pose_confidence=float(np.clip(confidence, 0.0, 1.0)))
+        valid_fraction=valid_fraction, points=points, shape=SHAPES[shape],
+        truncated=truncated, occluded=occluded, pose_confidence=confidence)
+
+
+def _why_no_pose(outcome, n_points, min_points, min_depth_m, max_depth_m) -> str:
+    """Return the ``status`` of an object without a pose, from ``object_geometry``'s outcome."""
+    if outcome == _object_steps.NO_DEPTH:
+        return f'no valid depth in mask (none in [{min_depth_m:g}, {max_depth_m:g}] m)'
+    if outcome == _object_steps.DEGENERATE_MASK:
+        return 'degenerate mask (under 3 pixels wide: a line or scattered pixels)'
+    if outcome == _object_steps.TOO_FEW_POINTS:
+        return f'too few points ({n_points} < {min_points})'
+    if outcome == _object_steps.NON_FINITE:
+        return ('non-finite pose (absurd intrinsics? e.g. a principal point far outside the '
+                'image)')
+    return 'degenerate points (collinear: a line seen on depth, no surface to fit)'
