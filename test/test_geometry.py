@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from zs_perception.geometry import _box_fit, _cylinder_fit, _linalg, _measure, _object_steps
-from zs_perception.geometry import _points
+from zs_perception.geometry import _points, pose
 from zs_perception.geometry import CameraIntrinsics, depth_to_metres, estimate_object_geometry
 from zs_perception.geometry import obstacle_cloud, rotation_to_quaternion
 from zs_perception.testing.scene import render_scene
@@ -540,3 +540,19 @@ def test_real_frames_give_finite_poses_within_depth_range(frame):
         assert lo - 1e-3 <= geo.position[2] <= hi + 1e-3
         assert np.all((geo.points[:, 2] >= lo - 1e-3) & (geo.points[:, 2] <= hi + 1e-3))
         assert 0.0 < geo.valid_fraction <= 1.0
+
+
+def test_each_object_keeps_mask_order_and_raises_what_a_thread_raised():
+    items = list(range(9))
+    assert pose._each_object(lambda i: i * i, items) == [i * i for i in items]
+    assert pose._each_object(lambda i: -i, [4]) == [-4]
+    assert pose._each_object(lambda i: i, []) == []
+
+    def fails_on_five(i):
+        if i == 5:
+            raise ValueError('five')
+        return i
+
+    with pytest.raises(ValueError, match='five'):
+        pose._each_object(fails_on_five, items)
+    assert pose._each_object(lambda i: i + 1, items) == [i + 1 for i in items]  # still usable

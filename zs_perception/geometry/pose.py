@@ -16,6 +16,7 @@ than its diameter).
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+import itertools
 import os
 from typing import List, Optional, Sequence, Union
 
@@ -31,9 +32,10 @@ from zs_perception.geometry.camera import CameraIntrinsics
 STATUS_OK = 'ok'
 # Mask pixels this close (px) to the image border make the object truncated.
 TRUNCATED_BORDER_PX = 1
-# Threads the objects of one call are measured on (their threads start on first use).
-_POOL = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)),
-                           thread_name_prefix='zs_geometry')
+# Threads that measure the objects of one call beside the calling thread (they start on
+# first use): one fewer than the cores, at most 3.
+_HELPERS = max(0, min(4, os.cpu_count() or 1) - 1)
+_POOL = ThreadPoolExecutor(max_workers=max(1, _HELPERS), thread_name_prefix='zs_geometry')
 
 
 @dataclass
@@ -192,11 +194,32 @@ def estimate_object_geometry(
               'trim_percent': trim_percent, 'max_points': int(max_points),
               'grow_px': int(grow_px), 'ring_px': int(ring_px)}
     depth_m = depth_m.astype(np.float32, copy=False)  # the kernels take float32 metres
-    if len(mask_list) == 1:
-        return [_one_object(mask_list[0], depth_m, intrinsics, **params)]
-    # Objects are independent and the kernels release the GIL: use the cores.
-    return list(_POOL.map(lambda m: _one_object(m, depth_m, intrinsics, **params),
-                          mask_list))
+    return _each_object(lambda m: _one_object(m, depth_m, intrinsics, **params), mask_list)
+
+
+def _each_object(measure_one, masks):
+    """``[measure_one(m) for m in masks]``, on the calling thread and the pool's helpers.
+
+    Objects are independent and the kernels release the GIL, so the cores share them: each
+    thread takes the next object not yet taken. The calling thread works too (waking a
+    helper costs more than it saves for one object), so one object never leaves it.
+    """
+    results = [None] * len(masks)
+    taken = itertools.count()  # next() is atomic under the GIL
+
+    def drain():
+        for i in iter(taken.__next__, None):
+            if i >= len(masks):
+                return
+            results[i] = measure_one(masks[i])
+
+    helpers = [_POOL.submit(drain) for _ in range(min(_HELPERS, len(masks) - 1))]
+    try:
+        drain()
+    finally:
+        for helper in helpers:
+            helper.result()  # re-raises a helper's error
+    return results
 
 
 def _check_depth(depth_m):
