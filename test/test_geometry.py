@@ -556,3 +556,17 @@ def test_each_object_keeps_mask_order_and_raises_what_a_thread_raised():
     with pytest.raises(ValueError, match='five'):
         pose._each_object(fails_on_five, items)
     assert pose._each_object(lambda i: i + 1, items) == [i + 1 for i in items]  # still usable
+
+
+def test_bounding_rect_is_opencvs():
+    rng = np.random.default_rng(5)
+    masks = [np.zeros((7, 9), bool), np.ones((4, 3), bool)]
+    for _ in range(30):
+        m = np.zeros((int(rng.integers(1, 60)), int(rng.integers(1, 70))), bool)
+        for _ in range(int(rng.integers(1, 4))):
+            r, c = int(rng.integers(0, m.shape[0])), int(rng.integers(0, m.shape[1]))
+            m[r:r + int(rng.integers(1, 9)), c:c + int(rng.integers(1, 9))] = True
+        masks += [m, m[::2, 1::3], m.T]  # strided and transposed views too
+    for m in masks:
+        expected = cv2.boundingRect(np.ascontiguousarray(m).view(np.uint8))
+        assert _points.bounding_rect(m) == expected, m.shape

@@ -6,7 +6,6 @@ col)`` of a window back-projects to ``x = (x0 + col * x_step) * z``, ``y = (y0 +
 y_step) * z`` in the camera optical frame. See docs/geometry.md for the method.
 """
 
-import cv2
 from numba import njit
 import numpy as np
 
@@ -39,6 +38,36 @@ _MIN_HEIGHT_M = 0.003
 _BEHIND_SHARE = 0.05
 
 
+@njit('UniTuple(i8, 4)(b1[:, :])', cache=True, nogil=True)
+def bounding_rect(mask):
+    """Return the bounding rectangle ``(x, y, width, height)`` of a ``(H, W)`` ``bool`` mask.
+
+    ``(0, 0, 0, 0)`` for an empty mask (as ``cv2.boundingRect``). One pass that ORs each
+    row and the columns (vectorised), then the first and last set row and column.
+    """
+    rows, cols = mask.shape
+    col_any = np.zeros(cols, np.bool_)
+    r0, r1 = -1, -1
+    for r in range(rows):
+        row_any = False
+        for c in range(cols):
+            v = mask[r, c]
+            col_any[c] |= v
+            row_any |= v
+        if row_any:
+            if r0 < 0:
+                r0 = r
+            r1 = r
+    if r0 < 0:
+        return 0, 0, 0, 0
+    c0, c1 = 0, cols - 1
+    while not col_any[c0]:
+        c0 += 1
+    while not col_any[c1]:
+        c1 -= 1
+    return c0, r0, c1 - c0 + 1, r1 - r0 + 1
+
+
 def mask_roi_in_depth(mask, depth_shape):
     """Crop a mask to its bounding box on the depth pixel grid.
 
@@ -53,8 +82,7 @@ def mask_roi_in_depth(mask, depth_shape):
         width, height)`` in its own pixels, or ``None`` for an empty mask.
 
     """
-    mask_u8 = np.ascontiguousarray(mask).view(np.uint8)
-    rect = cv2.boundingRect(mask_u8)
+    rect = bounding_rect(mask)
     x, y, bw, bh = rect
     if bw == 0 or bh == 0:
         return None
