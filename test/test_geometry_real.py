@@ -42,13 +42,7 @@ def _frame(frame, dilate_px):
 CASES = [(f, n, d) for f in FRAMES for n in NOT_OCCLUDED for d in (0, 3)]
 
 
-@pytest.mark.parametrize('frame, name, dilate_px', [
-    pytest.param(*case, marks=pytest.mark.xfail(
-        reason='the brick touches the mug behind it: a 3 px bleed onto the mug is linked '
-        'along the surface (frame 5: 10.0 mm, frame 10: 13.9 mm); see docs/geometry.md',
-        strict=False))
-    if case in (('000005', '061_foam_brick', 3), ('000010', '061_foam_brick', 3)) else case
-    for case in CASES])
+@pytest.mark.parametrize('frame, name, dilate_px', CASES)
 def test_unoccluded_real_objects_within_10_mm(frame, name, dilate_px):
     geo, centre = _frame(frame, dilate_px)[name]
     assert geo.has_pose and geo.status == 'ok'

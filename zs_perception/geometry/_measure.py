@@ -46,6 +46,9 @@ _FACE_SPREAD_SIGMAS = 2.0
 _FACE_SPREAD_SHARE = 0.01
 _FACE_SHIFT_SIGMAS = 1.0
 _FACE_SEPARATION = 4.0
+# A face turned away from the camera by more than this cosine cannot be seen (on_seen_faces).
+_HIDDEN_COS = 0.25
+_SEEN_PASSES = 2
 
 
 @njit('i8(f8[:, :], i8, f8[:], f8[:])', cache=True, nogil=True, inline='always')
@@ -116,6 +119,45 @@ def surface_range(local, axes, lo, hi, fit, trim):
                         out_hi[c] = local[k, c]
                     break
     return out_lo, out_hi
+
+
+@njit('b1[:](f8[:, :], f8[:, :], f8[:], f8[:], f8[:], f8)', cache=True, nogil=True)
+def on_seen_faces(local, axes, lo, hi, mean, reach):
+    """Which points are nearest a face of the box that can be seen from the camera.
+
+    A seen point lies on a face turned toward the camera; one whose nearest face is turned
+    away by more than _HIDDEN_COS (the box's back, bottom or far side) belongs to something
+    behind or beside the object (a mask that bled onto it) or is noise at an edge.
+
+    Args:
+        local: ``(n, 3)`` the points in box coordinates (centred on ``mean``).
+        axes: ``(3, 3)`` the box axes (columns), camera frame.
+        lo, hi: ``(3,)`` the box's range.
+        mean: ``(3,)`` the origin of the box coordinates, camera frame (m).
+
+    Returns:
+        ``(n,)`` ``bool``.
+
+    """
+    centre = 0.5 * (lo + hi)
+    hidden = np.zeros(6, np.bool_)
+    for c in range(3):
+        for e in range(2):
+            face = centre.copy()
+            face[c] = hi[c] if e else lo[c]
+            point = mean + matvec(axes, face)
+            sign = 1.0 if e else -1.0
+            cos = -sign * np.sum(axes[:, c] * point) / np.sqrt(np.sum(point * point))
+            hidden[2 * c + e] = cos < -_HIDDEN_COS
+    out = np.empty(local.shape[0], np.bool_)
+    for k in range(local.shape[0]):
+        out[k] = not hidden[nearest_face(local, k, lo, hi)]
+        if not out[k]:  # still on a seen face's plane (an edge of it, within reach)?
+            for c in range(3):
+                if ((not hidden[2 * c] and abs(local[k, c] - lo[c]) <= reach)
+                        or (not hidden[2 * c + 1] and abs(hi[c] - local[k, c]) <= reach)):
+                    out[k] = True
+    return out
 
 
 @njit('Tuple((f8[:], f8[:], f8[:]))(f8[:, :], f8[:], f8[:], f8)', cache=True, nogil=True)
@@ -244,8 +286,16 @@ def measure(points, trim, tolerance):
         shape, residual = 2, min(box_res, best_res) / allowed
     trimmed_ends = np.full(3, 2.0)
     if shape != 1:
-        lo, hi = surface_range(local, axes, lo, hi, fit, trim)
-        lo, hi, trimmed_ends = face_ends(local, lo, hi, tolerance)
+        seen_local, seen_fit = local, fit
+        for _ in range(_SEEN_PASSES if shape == 0 else 0):  # a box: points off its seen
+            # faces are not the object's
+            seen = on_seen_faces(seen_local, axes, lo, hi, mean, allowed)
+            if np.all(seen) or np.count_nonzero(seen) < max(3, local.shape[0] // 2):
+                break
+            seen_local, seen_fit = seen_local[seen], seen_fit[seen]
+            lo, hi = trimmed_range(seen_local, trim)
+        lo, hi = surface_range(seen_local, axes, lo, hi, seen_fit, trim)
+        lo, hi, trimmed_ends = face_ends(seen_local, lo, hi, tolerance)
     position = mean + matvec(axes, 0.5 * (lo + hi))
     extents = hi - lo
     if shape == 1:  # the axis and its centre at mid-length; the box axes turned onto it
