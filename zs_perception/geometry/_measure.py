@@ -28,8 +28,10 @@ _FIT_SIGMAS = 3.0
 _FIT_SHARE = 0.04
 # Noise deviations (at the trimmed percentile) each end of an extent is widened by.
 _NOISE_QUANTILE = 1.5
-# An axis this close (deg) to a support plane's normal may be extended onto the plane.
-_CONTACT_DEG = 25.0
+# An axis this close (deg) to a support plane's normal may be extended onto the plane, by
+# at most this many plane tolerances (the band of points dropped with the plane is one).
+_CONTACT_DEG = 40.0
+_CONTACT_GAP = 2.0
 # Incidence cosine below which a box point's surface weight stops growing.
 _MIN_COS = 0.5
 # The most extreme points per end kept in a buffer by surface_range; more are sorted.
@@ -349,10 +351,11 @@ def settle(position, rotation, extents, shape, planes, measured, sigma, z_ref, t
     (not a cylinder, whose diameter comes from its fitted radius; at most half of each
     extent; a thin book seen at 2 m would grow by a third). The points within the plane
     tolerance of a support plane (``planes`` ``(k, 4)``) were dropped with it, so an object
-    standing on one (an axis within ``_CONTACT_DEG`` of its normal; for a cylinder, its
-    own axis) ends that much short of it: its bottom is moved onto the first such plane
-    when the gap is under 1.5 tolerances (``PLANE_SIGMAS`` deviations of ``sigma`` at
-    ``z_ref``, scaled as ``z ** 2``).
+    resting on one (an axis within ``_CONTACT_DEG`` of its normal, the most aligned one;
+    for a cylinder, its own axis) ends that much short of it: its lowest corner is moved
+    onto the first such plane along that axis when the gap is under ``_CONTACT_GAP``
+    tolerances (``PLANE_SIGMAS`` deviations of ``sigma`` at ``z_ref``, scaled as
+    ``z ** 2``).
 
     Returns:
         ``(position, rotation, extents)``: extents sorted ``x >= y >= z`` again with their
@@ -380,7 +383,7 @@ def settle(position, rotation, extents, shape, planes, measured, sigma, z_ref, t
             continue
         low = np.sum(normal * position) + planes[p, 3] - 0.5 * np.sum(np.abs(cos) * extents)
         tol = PLANE_SIGMAS * sigma * (max(position[2], 1e-3) / z_ref) ** 2
-        if not (0.0 < low <= 1.5 * tol):
+        if not (0.0 < low <= _CONTACT_GAP * tol):
             continue
         grow = low / abs(cos[k])
         extents = extents.copy()
