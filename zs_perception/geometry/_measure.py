@@ -12,7 +12,7 @@ import numpy as np
 
 from zs_perception.geometry._box_fit import box_residual, oriented_box
 from zs_perception.geometry._cylinder_fit import fit_cylinder
-from zs_perception.geometry._linalg import cross, eigh3, extremes, matvec, orient
+from zs_perception.geometry._linalg import cross, eigh3, extremes, matvec, orient, project
 from zs_perception.geometry._linalg import quaternion, trimmed_range
 from zs_perception.geometry._points import PLANE_SIGMAS
 
@@ -50,6 +50,11 @@ _FACE_SHIFT_SIGMAS = 1.0
 _FACE_SEPARATION = 4.0
 # A face turned away from the camera by more than this cosine cannot be seen (on_seen_faces).
 _HIDDEN_COS = 0.25
+# The largest turn (deg) of the box axes onto its faces' fitted planes.
+_MAX_REFINE_DEG = 10.0
+# A face's plane counts when its points' second spread is this many times their thinnest
+# (and at least the edge margin: a strip along an edge has no normal across it).
+_FLAT_FACE = 25.0
 _SEEN_PASSES = 2
 
 
@@ -121,6 +126,115 @@ def surface_range(local, axes, lo, hi, fit, trim):
                         out_hi[c] = local[k, c]
                     break
     return out_lo, out_hi
+
+
+@njit('f8[:, :](f8[:, :], f8[:, :], f8[:], f8[:], f8)', cache=True, nogil=True)
+def face_plane_axes(local, axes, lo, hi, margin):
+    """Turn the box axes onto the planes fitted to its faces' points.
+
+    Each face's points (those whose nearest face it is, within ``4 margin`` of it and
+    farther than ``margin`` from the planes of the faces beside it: not its edges) give a
+    least-squares plane when there are at least _FACE_MIN_POINTS of them and they span a
+    face, not a strip (their second spread at least ``margin`` and _FLAT_FACE times their
+    thinnest). The rotation nearest the planes' normals, weighted by their points (polar
+    decomposition; an axis without a plane: across the other two), turns the axes: the
+    hull search that found them works on a subsample, the planes on every point. Unchanged
+    with fewer than two planes on different axes, or when the turn exceeds _MAX_REFINE_DEG.
+
+    Args:
+        local: ``(n, 3)`` the points in box coordinates.
+        axes: ``(3, 3)`` the box axes (columns), camera frame.
+        lo, hi: ``(3,)`` the box's range.
+        margin: distance (m) from a face's neighbours within which its points are edges.
+
+    Returns:
+        ``(3, 3)`` the turned axes (a new array).
+
+    """
+    n = local.shape[0]
+    member = np.full(n, -1, np.int64)  # the face of each point that is a face's inner point
+    count = np.zeros(6)
+    total = np.zeros((6, 3))
+    for k in range(n):
+        f = nearest_face(local, k, lo, hi)
+        c = f // 2
+        if abs(local[k, c] - (hi[c] if f % 2 else lo[c])) > 4.0 * margin:
+            continue
+        inner = True
+        for o in range(3):
+            if o != c and (local[k, o] - lo[o] < margin or hi[o] - local[k, o] < margin):
+                inner = False
+        if inner:
+            member[k] = f
+            count[f] += 1.0
+            for a in range(3):
+                total[f, a] += local[k, a]
+    for f in range(6):
+        if count[f] > 0:
+            for a in range(3):
+                total[f, a] /= count[f]
+    cov = np.zeros((6, 3, 3))
+    for k in range(n):
+        f = member[k]
+        if f < 0 or count[f] < _FACE_MIN_POINTS:
+            continue
+        d0, d1 = local[k, 0] - total[f, 0], local[k, 1] - total[f, 1]
+        d2 = local[k, 2] - total[f, 2]
+        cov[f, 0, 0] += d0 * d0
+        cov[f, 0, 1] += d0 * d1
+        cov[f, 0, 2] += d0 * d2
+        cov[f, 1, 1] += d1 * d1
+        cov[f, 1, 2] += d1 * d2
+        cov[f, 2, 2] += d2 * d2
+    for f in range(6):
+        cov[f, 1, 0], cov[f, 2, 0], cov[f, 2, 1] = cov[f, 0, 1], cov[f, 0, 2], cov[f, 1, 2]
+    corr = np.zeros((3, 3))
+    used = np.zeros(3, np.bool_)
+    for f in range(6):
+        if count[f] < _FACE_MIN_POINTS:
+            continue
+        c = f // 2
+        values, vectors = eigh3(cov[f].copy())
+        if values[1] < max(_FLAT_FACE * values[0], margin * margin):
+            continue  # a strip, not a face: its normal is not defined across it
+        normal = vectors[:, 0].copy()
+        if normal[c] < 0:
+            normal = -normal  # along +axis c (the sign of the face is the same for both ends)
+        for a in range(3):
+            corr[a, c] += count[f] * normal[a]
+        used[c] = True
+    if np.count_nonzero(used) < 2:
+        return axes.copy()
+    weight = np.zeros(3)
+    for c in range(3):
+        weight[c] = np.sqrt(np.sum(corr[:, c] ** 2))
+    for c in range(3):  # an axis without a fitted face: across the other two
+        if not used[c]:
+            a, b = corr[:, (c + 1) % 3] / weight[(c + 1) % 3], corr[:, (c + 2) % 3] / weight[
+                (c + 2) % 3]
+            corr[:, c] = cross(a, b) * min(weight[(c + 1) % 3], weight[(c + 2) % 3])
+    # The nearest rotation to the weighted normals: corr (corr^T corr)^(-1/2) (polar).
+    gram = np.zeros((3, 3))
+    for a in range(3):
+        for b in range(3):
+            gram[a, b] = np.sum(corr[:, a] * corr[:, b])
+    values, vectors = eigh3(gram)
+    if values[0] <= 1e-12 * values[2]:
+        return axes.copy()
+    root = np.zeros((3, 3))
+    for e in range(3):
+        for a in range(3):
+            for b in range(3):
+                root[a, b] += vectors[a, e] * vectors[b, e] / np.sqrt(values[e])
+    turn = np.zeros((3, 3))
+    for a in range(3):
+        for b in range(3):
+            turn[a, b] = np.sum(corr[a, :] * root[:, b])
+    out = np.zeros((3, 3))
+    for a in range(3):
+        for b in range(3):
+            out[a, b] = np.sum(axes[a, :] * turn[:, b])
+    return out
 
 
 @njit('b1[:](f8[:, :], f8[:, :], f8[:], f8[:], f8[:], f8)', cache=True, nogil=True)
@@ -289,6 +403,11 @@ def measure(points, trim, tolerance):
     trimmed_ends = np.full(3, 2.0)
     if shape != 1:
         seen_local, seen_fit = local, fit
+        if shape == 0:  # the axes onto the planes of its faces
+            axes = face_plane_axes(local, axes, lo, hi, allowed)
+            local = project(centred, axes)
+            lo, hi = trimmed_range(local, trim)
+            seen_local = local
         for _ in range(_SEEN_PASSES if shape == 0 else 0):  # a box: points off its seen
             # faces are not the object's
             seen = on_seen_faces(seen_local, axes, lo, hi, mean, allowed)
