@@ -17,7 +17,7 @@ from zs_perception.geometry._linalg import quaternion, trimmed_range
 from zs_perception.geometry._points import PLANE_SIGMAS
 
 SHAPES = ('box', 'cylinder', 'unknown')
-# Points the box and shape fits use (an even subsample).
+# The box and shape fits use every (n // _FIT_POINTS)-th point: under 2 _FIT_POINTS of them.
 _FIT_POINTS = 1200
 # Shape rule: a cylinder's side must span this arc (deg) and fit this much better than the
 # box (median residual ratio); a shape fits when its median residual is under
