@@ -394,6 +394,18 @@ def test_box_axes_are_turned_onto_its_faces_planes():
     book = np.ascontiguousarray(faces[2] @ off)
     lo, hi = _linalg.trimmed_range(book, 0.005)
     np.testing.assert_array_equal(_measure.face_plane_axes(book, off, lo, hi, 0.01), off)
+    # Axes far off (15 to 40 degrees): a proper rotation comes back, never turned by more
+    # than the limit, never a reflection.
+    for degrees in (15.0, 22.0, 30.0, 40.0):
+        c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+        far = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+        local = np.ascontiguousarray(points @ far)
+        lo, hi = _linalg.trimmed_range(local, 0.005)
+        turned = _measure.face_plane_axes(local, far, lo, hi, 0.01)
+        np.testing.assert_allclose(turned.T @ turned, np.eye(3), atol=1e-9)
+        assert np.linalg.det(turned) == pytest.approx(1.0)
+        turn = np.degrees(np.arccos(np.clip((np.trace(far.T @ turned) - 1.0) / 2.0, -1, 1)))
+        assert turn <= 10.0 + 1e-6, degrees
 
 
 def test_cylinder_is_recognised_and_box_is_not(scenes):
@@ -639,3 +651,32 @@ def test_bounding_rect_is_opencvs():
     for m in masks:
         expected = cv2.boundingRect(np.ascontiguousarray(m).view(np.uint8))
         assert _points.bounding_rect(m) == expected, m.shape
+
+
+def test_each_object_from_several_threads_at_once():
+    # Calls from several threads share the helpers; each gets its own results, in order.
+    import concurrent.futures
+    with concurrent.futures.ThreadPoolExecutor(4) as callers:
+        runs = [callers.submit(pose._each_object, lambda i, k=k: (k, i), list(range(7)))
+                for k in range(8)]
+        for k, run in enumerate(runs):
+            assert run.result() == [(k, i) for i in range(7)]
+
+
+def test_read_only_and_sub_pixel_masks(scenes):
+    scene = scenes[0]
+    mask = scene['masks']['box'].copy()
+    depth = scene['depth_m'].copy()
+    expected = estimate_object_geometry(mask[None], depth, scene['intrinsics'])[0]
+    mask.flags.writeable = False
+    depth.flags.writeable = False
+    got = estimate_object_geometry(mask[None], depth, scene['intrinsics'])[0]
+    assert got.status == 'ok'
+    np.testing.assert_array_equal(got.position, expected.position)
+    # A mask twice the depth image's size, set on no depth pixel's centre (an even row).
+    fine = np.zeros((2 * depth.shape[0], 2 * depth.shape[1]), bool)
+    fine[200, 300:340] = True
+    got = estimate_object_geometry(fine[None], depth, scene['intrinsics'])[0]
+    assert not got.has_pose and got.status == 'empty mask'
+    with pytest.raises(ValueError, match='min_points must be an integer'):
+        estimate_object_geometry(mask[None], depth, scene['intrinsics'], min_points=30.5)

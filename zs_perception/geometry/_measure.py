@@ -53,7 +53,7 @@ _HIDDEN_COS = 0.25
 # The largest turn (deg) of the box axes onto its faces' fitted planes.
 _MAX_REFINE_DEG = 10.0
 # A face's plane counts when its points' second spread is this many times their thinnest
-# (and at least the edge margin: a strip along an edge has no normal across it).
+# (its deviation at least half the edge margin: a strip along an edge has no normal across).
 _FLAT_FACE = 25.0
 _SEEN_PASSES = 2
 
@@ -135,11 +135,12 @@ def face_plane_axes(local, axes, lo, hi, margin):
     Each face's points (those whose nearest face it is, within ``4 margin`` of it and
     farther than ``margin`` from the planes of the faces beside it: not its edges) give a
     least-squares plane when there are at least _FACE_MIN_POINTS of them and they span a
-    face, not a strip (their second spread at least ``margin`` and _FLAT_FACE times their
-    thinnest). The rotation nearest the planes' normals, weighted by their points (polar
-    decomposition; an axis without a plane: across the other two), turns the axes: the
-    hull search that found them works on a subsample, the planes on every point. Unchanged
-    with fewer than two planes on different axes, or when the turn exceeds _MAX_REFINE_DEG.
+    face, not a strip (the deviation of their second spread at least half of ``margin``, and
+    that spread _FLAT_FACE times their thinnest). The rotation nearest the planes' normals,
+    weighted by their points (polar decomposition; an axis without a plane: across the other
+    two), turns the axes: the hull search that found them works on 200 points, the planes on
+    all those given. Unchanged with fewer than two planes on different axes, or when the
+    turn would be a reflection or exceed _MAX_REFINE_DEG.
 
     Args:
         local: ``(n, 3)`` the points in box coordinates.
@@ -194,8 +195,8 @@ def face_plane_axes(local, axes, lo, hi, margin):
         if count[f] < _FACE_MIN_POINTS:
             continue
         c = f // 2
-        values, vectors = eigh3(cov[f].copy())
-        if values[1] < max(_FLAT_FACE * values[0], margin * margin):
+        values, vectors = eigh3(cov[f] / count[f])  # spreads (m^2) of the face's points
+        if values[1] < max(_FLAT_FACE * values[0], (0.5 * margin) ** 2):
             continue  # a strip, not a face: its normal is not defined across it
         normal = vectors[:, 0].copy()
         if normal[c] < 0:
@@ -230,6 +231,10 @@ def face_plane_axes(local, axes, lo, hi, margin):
     for a in range(3):
         for b in range(3):
             turn[a, b] = np.sum(corr[a, :] * root[:, b])
+    if (np.sum(cross(turn[:, 0], turn[:, 1]) * turn[:, 2]) <= 0.0  # a reflection
+            or turn[0, 0] + turn[1, 1] + turn[2, 2] - 1.0 < 2.0 * np.cos(
+                np.radians(_MAX_REFINE_DEG))):
+        return axes.copy()
     out = np.zeros((3, 3))
     for a in range(3):
         for b in range(3):
@@ -250,6 +255,8 @@ def on_seen_faces(local, axes, lo, hi, mean, reach):
         axes: ``(3, 3)`` the box axes (columns), camera frame.
         lo, hi: ``(3,)`` the box's range.
         mean: ``(3,)`` the origin of the box coordinates, camera frame (m).
+        reach: a point nearest a hidden face is kept when it lies within this distance (m)
+            of the plane of a face turned toward the camera (an edge of that face).
 
     Returns:
         ``(n,)`` ``bool``.

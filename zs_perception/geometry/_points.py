@@ -43,7 +43,7 @@ def bounding_rect(mask):
     """Return the bounding rectangle ``(x, y, width, height)`` of a ``(H, W)`` ``bool`` mask.
 
     ``(0, 0, 0, 0)`` for an empty mask (as ``cv2.boundingRect``). One pass that ORs each
-    row and the columns (vectorised), then the first and last set row and column.
+    row and the columns, then the first and last set row and column.
     """
     rows, cols = mask.shape
     col_any = np.zeros(cols, np.bool_)
@@ -79,7 +79,8 @@ def mask_roi_in_depth(mask, depth_shape):
     Returns:
         ``(roi, row0, col0, rect)``: ``(r, c)`` ``bool`` mask on depth pixels
         ``[row0:row0 + r, col0:col0 + c]`` and the mask's bounding rectangle ``(x, y,
-        width, height)`` in its own pixels, or ``None`` for an empty mask.
+        width, height)`` in its own pixels, or ``None`` for an empty mask (or one on no
+        depth pixel's centre).
 
     """
     rect = bounding_rect(mask)
@@ -95,7 +96,10 @@ def mask_roi_in_depth(mask, depth_shape):
     c0, c1 = int(np.floor(x * sx)), min(w, int(np.ceil((x + bw) * sx)))
     rows = np.minimum(((np.arange(r0, r1) + 0.5) / sy).astype(np.intp), mh - 1)
     cols = np.minimum(((np.arange(c0, c1) + 0.5) / sx).astype(np.intp), mw - 1)
-    return mask[np.ix_(rows, cols)], r0, c0, rect
+    roi = mask[np.ix_(rows, cols)]
+    if not roi.any():  # a mask finer than the depth image, on no depth pixel's centre
+        return None
+    return roi, r0, c0, rect
 
 
 @njit('Tuple((f4[:, :], b1[:, :], b1[:, :], b1[:, :], b1[:, :], b1[:, :], f8, i8, i8, f8))'

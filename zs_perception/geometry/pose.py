@@ -169,9 +169,9 @@ def estimate_object_geometry(
     if int(ring_px) != ring_px or ring_px < RING_INNER_PX + 2:
         raise ValueError(f'estimate_object_geometry: ring_px must be an integer >= '
                          f'{RING_INNER_PX + 2}, got {ring_px!r}.')
-    if min_points < 3:
-        raise ValueError(f'estimate_object_geometry: min_points must be >= 3 (a plane), got '
-                         f'{min_points}.')
+    if int(min_points) != min_points or min_points < 3:
+        raise ValueError(f'estimate_object_geometry: min_points must be an integer >= 3 (a '
+                         f'plane), got {min_points!r}.')
     if max_points < min_points:
         raise ValueError(f'estimate_object_geometry: max_points ({max_points}) must be >= '
                          f'min_points ({min_points}).')
@@ -190,10 +190,12 @@ def estimate_object_geometry(
             'aspect ratio, so depth cannot be registered to the masks by scaling. Use depth '
             'registered to the colour image (e.g. a RealSense aligned_depth_to_color topic).')
     params = {'min_depth_m': min_depth_m, 'max_depth_m': max_depth_m, 'erode_px': int(erode_px),
-              'min_points': min_points, 'min_share': cluster_min_share,
+              'min_points': int(min_points), 'min_share': cluster_min_share,
               'trim_percent': trim_percent, 'max_points': int(max_points),
               'grow_px': int(grow_px), 'ring_px': int(ring_px)}
     depth_m = depth_m.astype(np.float32, copy=False)  # the kernels take float32 metres
+    if not depth_m.flags.writeable:  # nor read-only arrays (e.g. memory-mapped)
+        depth_m = depth_m.copy()
     return _each_object(lambda m: _one_object(m, depth_m, intrinsics, **params), mask_list)
 
 
@@ -206,19 +208,26 @@ def _each_object(measure_one, masks):
     """
     results = [None] * len(masks)
     taken = itertools.count()  # next() is atomic under the GIL
+    failed = []  # set on a thread's error: the others stop taking objects
 
     def drain():
         for i in iter(taken.__next__, None):
-            if i >= len(masks):
+            if i >= len(masks) or failed:
                 return
-            results[i] = measure_one(masks[i])
+            try:
+                results[i] = measure_one(masks[i])
+            except BaseException:
+                failed.append(True)
+                raise
 
     helpers = [_POOL.submit(drain) for _ in range(min(_HELPERS, len(masks) - 1))]
     try:
         drain()
     finally:
         for helper in helpers:
-            helper.result()  # re-raises a helper's error
+            # One still queued (behind another call's objects) has nothing left to take.
+            if not helper.cancel():
+                helper.result()  # waits for its object; re-raises its error
     return results
 
 
@@ -257,6 +266,8 @@ def _check_masks(masks) -> List[np.ndarray]:
         if m.shape != shape:
             raise ValueError(f'estimate_object_geometry: all masks must have one size; mask 0 '
                              f'is {shape}, mask {i} is {m.shape}.')
+        if not m.flags.writeable:  # the kernels take no read-only arrays
+            mask_list[i] = m.copy()
     return mask_list
 
 
