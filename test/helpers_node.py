@@ -69,12 +69,19 @@ class Graph:
         self._wait_until_connected()
 
     def _wait_until_connected(self, timeout=10.0):
-        """Wait for discovery: every publisher of the peer and the node has its subscriber."""
+        """Wait for discovery: every publisher has its subscriber and the reverse.
+
+        The node's depth and camera-info subscriptions must see their publishers too:
+        discovery is not symmetric (a writer can match its reader before the reader knows the
+        writer).
+        """
         pubs = [self.image_pub, self.depth_pub, self.info_pub, self.goal_pub,
                 self.node._objects_pub, self.node._masks_pub, self.node._poses_pub,
                 self.node._markers_pub, self.node._points_pub, self.node._debug_pub]
+        subs = [self.node._depth_sub, self.node._info_sub]
         deadline = time.monotonic() + timeout
-        while any(p.get_subscription_count() == 0 for p in pubs):
+        while (any(p.get_subscription_count() == 0 for p in pubs)
+               or any(s.get_publisher_count() == 0 for s in subs)):
             if time.monotonic() > deadline:
                 raise AssertionError('the test graph did not connect within 10 s')
             time.sleep(0.01)

@@ -296,7 +296,11 @@ class PerceptionNode(Node):
     # ---------------------------------------------------------------- callbacks
     def _on_image(self, msg) -> None:
         entry = (msg, self._now_s())
+        # The publisher counts as of this image (the graph timer's may predate a camera
+        # driver that just started: its first image would be given up for no depth publisher).
+        publishers = self._depth_sub.get_publisher_count(), self._info_sub.get_publisher_count()
         with self._lock:
+            self._sync.set_publishers(*publishers)
             self._last_image_at = time.monotonic()
             self.health.count('frames_received')
             dropped = self._sync.add_image(entry, _stamp_s(msg.header))
