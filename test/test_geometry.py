@@ -299,18 +299,28 @@ def test_extremes_are_the_ends_of_a_stable_sort():
         np.testing.assert_array_equal(large, np.argsort(-values, kind='stable')[:count])
 
 
+def _three_faces(seed, count, noise):
+    """Return noisy points on the +x, +y, +z faces of a 300 x 200 x 150 mm box.
+
+    Each face ``(count, 3)``, in the box frame, with Gaussian ``noise`` (m) along its normal;
+    also the half extents and the generator (to draw more from).
+    """
+    rng = np.random.default_rng(seed)
+    half = np.array([0.150, 0.100, 0.075])
+    faces = []
+    for c in range(3):
+        face = rng.uniform(-1.0, 1.0, (count, 3)) * half
+        face[:, c] = half[c] + rng.normal(0.0, noise, count)
+        faces.append(face)
+    return faces, half, rng
+
+
 def test_seen_faces_are_placed_at_their_points_median():
     # A 300 x 200 x 150 mm box seen on three faces (x = +150, y = +100, z = +75 mm) with
     # 4 mm noise along each face's normal: the trimmed range overshoots each seen face by
     # about two deviations, the face's median does not; the hidden ends (x, y, z low) keep
     # the trimmed value.
-    rng = np.random.default_rng(3)
-    half = np.array([0.150, 0.100, 0.075])
-    faces = []
-    for c in range(3):
-        face = rng.uniform(-1.0, 1.0, (1500, 3)) * half
-        face[:, c] = half[c] + rng.normal(0.0, 0.004, 1500)
-        faces.append(face)
+    faces, half, rng = _three_faces(3, 1500, 0.004)
     local = np.concatenate(faces)
     lo, hi = _linalg.trimmed_range(local, 0.005)
     new_lo, new_hi, trimmed_ends = _measure.face_ends(local, lo, hi, 0.004)
@@ -372,13 +382,7 @@ def test_box_axes_are_turned_onto_its_faces_planes():
     # A 300 x 200 x 150 mm box seen on three faces with 1 mm noise, its axes given 1.4
     # degrees off (1 degree about two axes): the planes of its faces turn them back; a book
     # seen on one face only (one plane) leaves them as given.
-    rng = np.random.default_rng(4)
-    half = np.array([0.150, 0.100, 0.075])
-    faces = []
-    for c in range(3):
-        face = rng.uniform(-1.0, 1.0, (800, 3)) * half
-        face[:, c] = half[c] + rng.normal(0.0, 0.001, 800)
-        faces.append(face)
+    faces, half, _ = _three_faces(4, 800, 0.001)
     points = np.concatenate(faces)
     angle = np.radians(1.0)
     off = np.array([[np.cos(angle), -np.sin(angle), 0.0], [np.sin(angle), np.cos(angle), 0.0],

@@ -215,11 +215,7 @@ def face_plane_axes(local, axes, lo, hi, margin):
                 (c + 2) % 3]
             corr[:, c] = cross(a, b) * min(weight[(c + 1) % 3], weight[(c + 2) % 3])
     # The nearest rotation to the weighted normals: corr (corr^T corr)^(-1/2) (polar).
-    gram = np.zeros((3, 3))
-    for a in range(3):
-        for b in range(3):
-            gram[a, b] = np.sum(corr[:, a] * corr[:, b])
-    values, vectors = eigh3(gram)
+    values, vectors = eigh3(project(corr.T, corr))
     if values[0] <= 1e-12 * values[2]:
         return axes.copy()
     root = np.zeros((3, 3))
@@ -227,19 +223,12 @@ def face_plane_axes(local, axes, lo, hi, margin):
         for a in range(3):
             for b in range(3):
                 root[a, b] += vectors[a, e] * vectors[b, e] / np.sqrt(values[e])
-    turn = np.zeros((3, 3))
-    for a in range(3):
-        for b in range(3):
-            turn[a, b] = np.sum(corr[a, :] * root[:, b])
+    turn = project(corr, root)
     if (np.sum(cross(turn[:, 0], turn[:, 1]) * turn[:, 2]) <= 0.0  # a reflection
             or turn[0, 0] + turn[1, 1] + turn[2, 2] - 1.0 < 2.0 * np.cos(
                 np.radians(_MAX_REFINE_DEG))):
         return axes.copy()
-    out = np.zeros((3, 3))
-    for a in range(3):
-        for b in range(3):
-            out[a, b] = np.sum(axes[a, :] * turn[:, b])
-    return out
+    return project(axes, turn)
 
 
 @njit('b1[:](f8[:, :], f8[:, :], f8[:], f8[:], f8[:], f8)', cache=True, nogil=True)
@@ -410,18 +399,17 @@ def measure(points, trim, tolerance):
     trimmed_ends = np.full(3, 2.0)
     if shape != 1:
         seen_local, seen_fit = local, fit
-        if shape == 0:  # the axes onto the planes of its faces
+        if shape == 0:  # a box: its axes onto the planes of its faces, then the points off
+            # its seen faces (not the object's) dropped
             axes = face_plane_axes(local, axes, lo, hi, allowed)
-            local = project(centred, axes)
+            local = seen_local = project(centred, axes)
             lo, hi = trimmed_range(local, trim)
-            seen_local = local
-        for _ in range(_SEEN_PASSES if shape == 0 else 0):  # a box: points off its seen
-            # faces are not the object's
-            seen = on_seen_faces(seen_local, axes, lo, hi, mean, allowed)
-            if np.all(seen) or np.count_nonzero(seen) < max(3, local.shape[0] // 2):
-                break
-            seen_local, seen_fit = seen_local[seen], seen_fit[seen]
-            lo, hi = trimmed_range(seen_local, trim)
+            for _ in range(_SEEN_PASSES):
+                seen = on_seen_faces(seen_local, axes, lo, hi, mean, allowed)
+                if np.all(seen) or np.count_nonzero(seen) < max(3, local.shape[0] // 2):
+                    break
+                seen_local, seen_fit = seen_local[seen], seen_fit[seen]
+                lo, hi = trimmed_range(seen_local, trim)
         lo, hi = surface_range(seen_local, axes, lo, hi, seen_fit, trim)
         lo, hi, trimmed_ends = face_ends(seen_local, lo, hi, tolerance)
     position = mean + matvec(axes, 0.5 * (lo + hi))
