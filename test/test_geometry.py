@@ -122,7 +122,8 @@ def test_numba_kernels_give_what_their_python_source_gives(scenes):
     for name in NAMES:
         rows, cols = np.nonzero(scene['masks'][name])
         r0, c0 = rows.min() - 8, cols.min() - 8
-        roi = scene['masks'][name][r0:rows.max() + 9, c0:cols.max() + 9]
+        # The kernels take C-contiguous windows (as object_geometry's caller passes them).
+        roi = np.ascontiguousarray(scene['masks'][name][r0:rows.max() + 9, c0:cols.max() + 9])
         window = np.ascontiguousarray(depth[r0:r0 + roi.shape[0], c0:c0 + roi.shape[1]])
         core = cv2.erode(roi.view(np.uint8), np.ones((5, 5), np.uint8)).view(bool)
         geo = (window, (c0 - intr.cx) / intr.fx, (r0 - intr.cy) / intr.fy, 1.0 / intr.fx,

@@ -17,7 +17,7 @@ _SWITCH_SHARE = 0.5
 _RESIDUAL_POINTS = 500
 
 
-@njit('f8(f8[:], f8[:], f8, i8[:])', cache=True, nogil=True)
+@njit('f8(f8[::1], f8[::1], f8, i8[::1])', cache=True, nogil=True)
 def hug_score(u, v, angle, hull):
     """Sum of the points' distances to the nearest side of a rectangle turned by ``angle``.
 
@@ -39,7 +39,7 @@ def hug_score(u, v, angle, hull):
     return total
 
 
-@njit('i8[:](f8[:], f8[:])', cache=True, nogil=True)
+@njit('i8[::1](f8[::1], f8[::1])', cache=True, nogil=True)
 def convex_hull(u, v):
     """Return the indices of the convex hull vertices of ``(u, v)``, counter-clockwise.
 

@@ -55,7 +55,8 @@ def fit_cylinder(local, x_lo, x_hi):
                 normal[a, b] += row[a] * row[b]
     sol = solve(normal, rhs)
     radius = np.sqrt(max(sol[2] + sol[0] * sol[0] + sol[1] * sol[1], 1e-12))
-    resid = np.abs(np.hypot(y - sol[0], z - sol[1]) - radius)
+    # Distances as square roots of sums of squares: np.hypot is a libm call per point.
+    resid = np.abs(np.sqrt((y - sol[0]) ** 2 + (z - sol[1]) ** 2) - radius)
     kept = resid <= np.partition(resid, int(0.8 * (n - 1)))[int(0.8 * (n - 1))]
     x, y, z = x[kept], y[kept], z[kept]
     params = np.array([sol[0], sol[1], 0.0, 0.0, radius])  # y, z at x = 0; dy/dx, dz/dx; r
@@ -65,7 +66,7 @@ def fit_cylinder(local, x_lo, x_hi):
         for k in range(x.size):
             dy = y[k] - params[0] - params[2] * x[k]
             dz = z[k] - params[1] - params[3] * x[k]
-            dist = max(np.hypot(dy, dz), 1e-12)
+            dist = max(np.sqrt(dy * dy + dz * dz), 1e-12)
             ey, ez = dy / dist, dz / dist
             row = (ey, ez, ey * x[k], ez * x[k], 1.0)  # minus the gradient of dist - r
             for a in range(5):
@@ -79,7 +80,7 @@ def fit_cylinder(local, x_lo, x_hi):
     dy, dz = y - params[0] - params[2] * x, z - params[1] - params[3] * x
     out[:4] = params[:4]
     out[4] = abs(params[4])
-    out[5] = np.sqrt(np.mean((np.hypot(dy, dz) - out[4]) ** 2))
+    out[5] = np.sqrt(np.mean((np.sqrt(dy * dy + dz * dz) - out[4]) ** 2))
     # The arc the points span: 10 degree sectors holding a real share of them (a few
     # stray points on another face do not make an arc).
     sectors = np.zeros(36, np.int64)
@@ -88,5 +89,5 @@ def fit_cylinder(local, x_lo, x_hi):
     out[6] = np.radians(10.0) * np.count_nonzero(sectors >= max(2, dy.size // 100))
     all_dy = all_y - params[0] - params[2] * all_x
     all_dz = all_z - params[1] - params[3] * all_x
-    out[7] = np.median(np.abs(np.hypot(all_dy, all_dz) - out[4]))
+    out[7] = np.median(np.abs(np.sqrt(all_dy * all_dy + all_dz * all_dz) - out[4]))
     return out

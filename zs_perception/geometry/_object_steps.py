@@ -43,7 +43,7 @@ COLLINEAR = 5
 
 
 @njit('Tuple((i8, f8, b1, f4[:, :], f8[:], f8[:, :], f8[:], f8[:], i8, f8))'
-      '(f4[:, :], b1[:, :], f4[:, :], f4[:, :], i8, i8, i8, i8, f8, f8, f8, f8, f8,'
+      '(f4[:, ::1], b1[:, ::1], f4[:, ::1], f4[:, ::1], i8, i8, i8, i8, f8, f8, f8, f8, f8,'
       ' f8, f8, i8, f8, f8, f8, i8, i8, f8)', cache=True, nogil=True)
 def object_geometry(depth, inside, inscribed, outside, row0, col0, height, width,
                     x0, y0, x_step, y_step, slope_per_px, min_depth, max_depth, seed_px,

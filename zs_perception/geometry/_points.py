@@ -1,7 +1,8 @@
 """Which depth pixels belong to the object: noise model, support planes, surface linking.
 
 Numba kernels (explicit signatures, compiled at import and cached) on a window of the depth
-image around one mask. Depths are ``float32`` metres, NaN where missing. A pixel ``(row,
+image around one mask; they take C-contiguous arrays (typed ``[:, ::1]``), which they index
+without strides. Depths are ``float32`` metres, NaN where missing. A pixel ``(row,
 col)`` of a window back-projects to ``x = (x0 + col * x_step) * z``, ``y = (y0 + row *
 y_step) * z`` in the camera optical frame. See docs/geometry.md for the method.
 """
@@ -102,8 +103,8 @@ def mask_roi_in_depth(mask, depth_shape):
     return roi, r0, c0, rect
 
 
-@njit('Tuple((f4[:, :], b1[:, :], b1[:, :], b1[:, :], b1[:, :], b1[:, :], f8, i8, i8, f8))'
-      '(f4[:, :], b1[:, :], f4[:, :], f4[:, :], f8, f8, i8, f8, f8, f8, f8)',
+@njit('Tuple((f4[:, ::1], b1[:, ::1], b1[:, ::1], b1[:, ::1], b1[:, ::1], b1[:, ::1], f8, i8,'
+      ' i8, f8))(f4[:, ::1], b1[:, ::1], f4[:, ::1], f4[:, ::1], f8, f8, i8, f8, f8, f8, f8)',
       cache=True, nogil=True)
 def window_regions(depth, inside, inscribed, outside, min_depth, max_depth, seed_px,
                    grow_px, ring_inner_px, ring_px, near_px):
@@ -172,7 +173,7 @@ def window_regions(depth, inside, inscribed, outside, min_depth, max_depth, seed
     return depth_in, seeds, core, ring, near, candidate, z_ref, n_mask, n_valid, widest
 
 
-@njit('f8(f4[:, :], b1[:, :])', cache=True, nogil=True)
+@njit('f8(f4[:, ::1], b1[:, ::1])', cache=True, nogil=True)
 def depth_noise(depth, core):
     """Estimate the depth noise (m, one standard deviation) on the mask ``core``.
 
@@ -196,7 +197,7 @@ def depth_noise(depth, core):
     return 1.4826 * np.median(out[:n]) / np.sqrt(6.0)
 
 
-@njit('f4[:, :](f4[:, :], b1[:, :], i8, f8)', cache=True, nogil=True)
+@njit('f4[:, ::1](f4[:, ::1], b1[:, ::1], i8, f8)', cache=True, nogil=True)
 def denoise(depth, roi, half, max_diff):
     """Edge-preserving smoothing of the depth of the pixels ``roi``.
 
@@ -224,7 +225,7 @@ def denoise(depth, roi, half, max_diff):
     return out
 
 
-@njit('f8[:, :](f4[:, :], b1[:, :], f8, f8, f8, f8, f8, f8, i8)', cache=True, nogil=True)
+@njit('f8[:, ::1](f4[:, ::1], b1[:, ::1], f8, f8, f8, f8, f8, f8, i8)', cache=True, nogil=True)
 def window_points(depth, pick, x0, y0, x_step, y_step, min_depth, max_depth, max_count):
     """Back-project the ``pick`` pixels with a depth in range, at most ``max_count`` (even).
 
@@ -255,7 +256,7 @@ def window_points(depth, pick, x0, y0, x_step, y_step, min_depth, max_depth, max
     return out[:m]
 
 
-@njit('f8[:](f8[:, :], b1[:])', cache=True, nogil=True)
+@njit('f8[::1](f8[:, ::1], b1[::1])', cache=True, nogil=True)
 def _plane_lsq(points, use):
     """Least-squares plane ``(nx, ny, nz, d)`` of ``points[use]``, ``d >= 0`` (camera side)."""
     n = 0
@@ -279,7 +280,7 @@ def _plane_lsq(points, use):
     return np.array([normal[0], normal[1], normal[2], offset])
 
 
-@njit('Tuple((f8[:], b1[:]))(f8[:, :], f8[:], i8)', cache=True, nogil=True)
+@njit('Tuple((f8[::1], b1[::1]))(f8[:, ::1], f8[::1], i8)', cache=True, nogil=True)
 def fit_plane(points, tolerance, seed):
     """RANSAC plane through ``points`` ``(n, >=3)``, refined by least squares on its inliers.
 
@@ -339,7 +340,8 @@ def fit_plane(points, tolerance, seed):
     return best, best_in
 
 
-@njit('Tuple((f8[:, :], f8))(f4[:, :], b1[:, :], b1[:, :], f8, f8, f8, f8, f8, f8, f8, f8)',
+@njit('Tuple((f8[:, ::1], f8))'
+      '(f4[:, ::1], b1[:, ::1], b1[:, ::1], f8, f8, f8, f8, f8, f8, f8, f8)',
       cache=True, nogil=True)
 def support_planes(depth, ring, core, x0, y0, x_step, y_step, min_depth, max_depth,
                    sigma_ref, z_ref):
@@ -393,7 +395,7 @@ def support_planes(depth, ring, core, x0, y0, x_step, y_step, min_depth, max_dep
     return planes[:n_planes].copy(), height
 
 
-@njit('b1[:, :](f4[:, :], b1[:, :], f8, f8, f8, f8, f8, f8, f8, f8, f8[:, :])',
+@njit('b1[:, ::1](f4[:, ::1], b1[:, ::1], f8, f8, f8, f8, f8, f8, f8, f8, f8[:, ::1])',
       cache=True, nogil=True)
 def background(depth, pick, x0, y0, x_step, y_step, min_depth, max_depth,
                sigma_ref, z_ref, planes):
@@ -422,7 +424,7 @@ def background(depth, pick, x0, y0, x_step, y_step, min_depth, max_depth,
     return out
 
 
-@njit('b1[:, :](f4[:, :], b1[:, :], b1[:, :], f8, f8, f8, f8)', cache=True, nogil=True)
+@njit('b1[:, ::1](f4[:, ::1], b1[:, ::1], b1[:, ::1], f8, f8, f8, f8)', cache=True, nogil=True)
 def link_surface(depth, candidate, seeds, sigma_ref, z_ref, slope_per_px, min_share):
     """Keep the candidate pixels linked along the surface to the mask's confident core.
 
@@ -539,7 +541,7 @@ def link_surface(depth, candidate, seeds, sigma_ref, z_ref, slope_per_px, min_sh
     return out
 
 
-@njit('b1(b1[:, :], i8, i8)', cache=True, nogil=True, inline='always')
+@njit('b1(b1[:, ::1], i8, i8)', cache=True, nogil=True, inline='always')
 def on_outline(kept, r, c):
     """Whether pixel ``(r, c)`` is kept and has a non-kept 8-neighbour (or the window edge)."""
     rows, cols = kept.shape
@@ -552,7 +554,7 @@ def on_outline(kept, r, c):
     return False
 
 
-@njit('b1[:, :](b1[:, :])', cache=True, nogil=True)
+@njit('b1[:, ::1](b1[:, ::1])', cache=True, nogil=True)
 def outline_of(region):
     """Pixels of ``region`` ``(r, c)`` ``bool`` with an 8-neighbour outside it or off the window.
 
@@ -572,7 +574,7 @@ def outline_of(region):
     return out
 
 
-@njit('f8(f4[:, :], b1[:, :], i8, i8, i8)', cache=True, nogil=True, inline='always')
+@njit('f8(f4[:, ::1], b1[:, ::1], i8, i8, i8)', cache=True, nogil=True, inline='always')
 def _nearest_kept(depth, kept, r, c, radius):
     """Return the nearest finite depth of the kept pixels within ``radius`` of ``(r, c)``."""
     rows, cols = depth.shape
@@ -584,7 +586,7 @@ def _nearest_kept(depth, kept, r, c, radius):
     return front
 
 
-@njit('i8[:](f4[:, :], b1[:, :], b1[:, :], i8, i8, i8, i8, f8, f8, f8, i8)', cache=True,
+@njit('i8[::1](f4[:, ::1], b1[:, ::1], b1[:, ::1], i8, i8, i8, i8, f8, f8, f8, i8)', cache=True,
       nogil=True)
 def outline(depth, kept, edge, row0, col0, height, width, sigma_ref, z_ref,
             slope_per_px, radius):
@@ -654,7 +656,7 @@ def outline(depth, kept, edge, row0, col0, height, width, sigma_ref, z_ref,
     return counts
 
 
-@njit('b1(f4[:, :], b1[:, :], i8, i8, f8, f8)', cache=True, nogil=True)
+@njit('b1(f4[:, ::1], b1[:, ::1], i8, i8, f8, f8)', cache=True, nogil=True)
 def _flying(depth, kept, r, c, sigma_ref, z_ref):
     """Whether kept outline pixel ``(r, c)`` is a flying pixel (see :func:`peel_flying`)."""
     rows, cols = depth.shape
@@ -676,7 +678,7 @@ def _flying(depth, kept, r, c, sigma_ref, z_ref):
     return tried
 
 
-@njit('b1[:, :](f4[:, :], b1[:, :], b1[:, :], f8, f8, i8)', cache=True, nogil=True)
+@njit('b1[:, ::1](f4[:, ::1], b1[:, ::1], b1[:, ::1], f8, f8, i8)', cache=True, nogil=True)
 def peel_flying(depth, kept, edge, sigma_ref, z_ref, passes):
     """Drop the kept outline pixels whose depth the surface behind them does not continue.
 

@@ -309,7 +309,7 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
     outside = cv2.distanceTransform((~inside).view(np.uint8), cv2.DIST_L2, 3)
     (outcome, valid_fraction, occluded, points, position, rotation, quat, extents, shape,
      confidence) = _object_steps.object_geometry(
-        depth_m[w0:w1, v0:v1], inside, inscribed, outside, w0, v0, h, w,
+        np.ascontiguousarray(depth_m[w0:w1, v0:v1]), inside, inscribed, outside, w0, v0, h, w,
         (v0 - intr.cx) / intr.fx, (w0 - intr.cy) / intr.fy, 1.0 / intr.fx, 1.0 / intr.fy,
         np.tan(np.radians(_points.MAX_SLOPE_DEG)) / min(intr.fx, intr.fy),
         min_depth_m, max_depth_m, 2 * erode_px + 1 if erode_px else 0, grow_px + 0.5,
