@@ -668,6 +668,22 @@ def test_each_object_from_several_threads_at_once():
             assert run.result() == [(k, i) for i in range(7)]
 
 
+def test_strided_and_fortran_order_inputs_give_the_same_pose(scenes):
+    # The kernels take C-contiguous windows; views of other layouts are copied, not refused.
+    scene = scenes[0]
+    mask, depth = scene['masks']['box'], scene['depth_m']
+    expected = estimate_object_geometry(mask[None], depth, scene['intrinsics'])[0]
+    wide = np.full((depth.shape[0], 2 * depth.shape[1]), np.nan, np.float32)
+    wide[:, ::2] = depth  # every other column of a wider image: a strided view
+    for masks, image in ((mask[None], wide[:, ::2]),
+                         ([np.asfortranarray(mask)], np.asfortranarray(depth)),
+                         (np.repeat(mask, 2, axis=1)[None, :, ::2], depth)):
+        got = estimate_object_geometry(masks, image, scene['intrinsics'])[0]
+        assert got.status == 'ok'
+        np.testing.assert_array_equal(got.position, expected.position)
+        np.testing.assert_array_equal(got.extents, expected.extents)
+
+
 def test_read_only_and_sub_pixel_masks(scenes):
     scene = scenes[0]
     mask = scene['masks']['box'].copy()
