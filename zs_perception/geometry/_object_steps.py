@@ -52,6 +52,7 @@ def object_geometry(depth, inside, inscribed, outside, row0, col0, height, width
 
     Args:
         depth: ``(r, c)`` ``float32`` metres of the window, any value where missing.
+            This and the other ``(r, c)`` arrays are C-contiguous.
         inside: ``(r, c)`` ``bool`` the mask on the window.
         inscribed, outside: ``(r, c)`` ``float32`` distances (px) of each pixel to the
             nearest pixel outside / inside the mask.

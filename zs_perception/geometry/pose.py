@@ -193,9 +193,6 @@ def estimate_object_geometry(
               'min_points': int(min_points), 'min_share': cluster_min_share,
               'trim_percent': trim_percent, 'max_points': int(max_points),
               'grow_px': int(grow_px), 'ring_px': int(ring_px)}
-    depth_m = depth_m.astype(np.float32, copy=False)  # the kernels take float32 metres
-    if not depth_m.flags.writeable:  # nor read-only arrays (e.g. memory-mapped)
-        depth_m = depth_m.copy()
     return _each_object(lambda m: _one_object(m, depth_m, intrinsics, **params), mask_list)
 
 
@@ -307,9 +304,12 @@ def _one_object(mask, depth_m, intr, *, min_depth_m, max_depth_m, erode_px, min_
         np.ascontiguousarray(inside[a0:a1, b0:b1]).view(np.uint8), cv2.DIST_L2, 3)
     # Distance (px) of every window pixel to the mask: the grow band and the plane ring.
     outside = cv2.distanceTransform((~inside).view(np.uint8), cv2.DIST_L2, 3)
+    # The kernel takes the window as a float32, C-contiguous, writeable array: a copy, so
+    # float64, strided and read-only (e.g. memory-mapped) depth images are all accepted.
+    window = np.array(depth_m[w0:w1, v0:v1], np.float32, order='C')
     (outcome, valid_fraction, occluded, points, position, rotation, quat, extents, shape,
      confidence) = _object_steps.object_geometry(
-        np.ascontiguousarray(depth_m[w0:w1, v0:v1]), inside, inscribed, outside, w0, v0, h, w,
+        window, inside, inscribed, outside, w0, v0, h, w,
         (v0 - intr.cx) / intr.fx, (w0 - intr.cy) / intr.fy, 1.0 / intr.fx, 1.0 / intr.fy,
         np.tan(np.radians(_points.MAX_SLOPE_DEG)) / min(intr.fx, intr.fy),
         min_depth_m, max_depth_m, 2 * erode_px + 1 if erode_px else 0, grow_px + 0.5,
