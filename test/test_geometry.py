@@ -186,14 +186,18 @@ def test_numba_kernels_give_what_their_python_source_gives(scenes):
                      [_cylinder_fit.fit_cylinder.py_func(local, box[1][0], box[2][0])])
         measured = _measure.measure(points, 0.005, 0.001)
         _assert_same(measured, _measure.measure.py_func(points, 0.005, 0.001))
-        position, rotation, _, extents, shape, _, trimmed_ends = measured
+        position, rotation, _, extents, shape, _, trimmed_ends, thin_shift = measured
         table = np.array([[0.0, -np.sqrt(0.5), -np.sqrt(0.5), 1.0]])
         for planes in (np.zeros((0, 4)), table):
-            args = (position, rotation, extents, shape, planes, 0.001, 0.001, 1.0,
-                    trimmed_ends)
-            _assert_same(_measure.settle(*args), _measure.settle.py_func(*args))
-        args = (local, box[1], box[2], 0.002)
-        _assert_same(_measure.face_ends(*args), _measure.face_ends.py_func(*args))
+            for thin in (thin_shift, np.array([0.0, 0.0, 0.004])):
+                args = (position, rotation, extents, shape, planes,
+                        np.full(len(planes), 0.002), 0.001, 0.001, 1.0, trimmed_ends, thin,
+                        1.0 / 615.0)
+                _assert_same(_measure.settle(*args), _measure.settle.py_func(*args))
+        toward = -points.mean(axis=0) @ box[0] / np.linalg.norm(points.mean(axis=0))
+        for noise in (0.002, 0.02):  # 0.02: every axis thin
+            args = (local, box[1], box[2], noise, toward)
+            _assert_same(_measure.face_ends(*args), _measure.face_ends.py_func(*args))
         args = (local, box[0], box[1], box[2], points.mean(axis=0), 0.0)
         seen = _measure.on_seen_faces(*args)
         assert seen.any() and not seen.all()
@@ -324,7 +328,9 @@ def test_seen_faces_are_placed_at_their_points_median():
     faces, half, rng = _three_faces(3, 1500, 0.004)
     local = np.concatenate(faces)
     lo, hi = _linalg.trimmed_range(local, 0.005)
-    new_lo, new_hi, trimmed_ends = _measure.face_ends(local, lo, hi, 0.004)
+    toward = np.array([1.0, 1.0, 1.0]) / np.sqrt(3.0)
+    new_lo, new_hi, trimmed_ends, thin_shift = _measure.face_ends(local, lo, hi, 0.004, toward)
+    np.testing.assert_array_equal(thin_shift, [0.0, 0.0, 0.0])
     np.testing.assert_array_equal(trimmed_ends, [1.0, 1.0, 1.0])
     np.testing.assert_array_equal(new_lo, lo)
     assert np.all(hi - half > 0.006)  # the percentile overshoots
@@ -333,13 +339,103 @@ def test_seen_faces_are_placed_at_their_points_median():
     for c in range(3):
         local[1500 * c:1500 * (c + 1), c] = half[c]
     lo, hi = _linalg.trimmed_range(local, 0.005)
-    np.testing.assert_array_equal(_measure.face_ends(local, lo, hi, 0.0005)[2], [2.0] * 3)
+    np.testing.assert_array_equal(
+        _measure.face_ends(local, lo, hi, 0.0005, toward)[2], [2.0] * 3)
     # A 20 mm book seen on its top face only, under 4 mm noise: the points nearer its
-    # bottom are the top face's noise, so the thin axis keeps both trimmed ends.
+    # bottom are the top face's noise, so the thin axis keeps both trimmed ends; its
+    # thin_shift puts the camera's end at the top face (z = +10 mm).
     book = rng.uniform(-1.0, 1.0, (3000, 3)) * np.array([0.150, 0.100, 0.0])
     book[:, 2] = 0.010 + rng.normal(0.0, 0.004, 3000)
     lo, hi = _linalg.trimmed_range(book, 0.005)
-    assert _measure.face_ends(book, lo, hi, 0.004)[2][2] == 2.0
+    up = np.array([0.0, 0.6, 0.8])
+    ends = _measure.face_ends(book, lo, hi, 0.004, up)
+    assert ends[2][2] == 2.0 and ends[3][0] == ends[3][1] == 0.0
+    assert hi[2] - ends[3][2] == pytest.approx(0.010, abs=0.0005)
+    # Seen from below (the camera on the other side), the shift is from the low end; a
+    # face seen edge-on, or the sides of a small box (spread along the axis), get none.
+    down = _measure.face_ends(book, lo, hi, 0.004, -up)[3][2]
+    assert lo[2] + down == pytest.approx(0.010, abs=0.0005)
+    assert _measure.face_ends(book, lo, hi, 0.004, np.array([0.0, 1.0, 0.0]))[3][2] == 0.0
+    sides = book.copy()
+    sides[:, 2] = rng.uniform(-0.012, 0.012, 3000)
+    lo, hi = _linalg.trimmed_range(sides, 0.005)
+    assert hi[2] - lo[2] < _measure._FACE_MIN_SIGMAS * 0.004  # a thin axis
+    assert _measure.face_ends(sides, lo, hi, 0.004, up)[3][2] == 0.0
+
+
+def _settled(position, rotation, extents, planes, lowest, thin_shift=(0.0, 0.0, 0.0),
+             shape=0, sigma=0.002):
+    """``_measure.settle`` without noise taken off (``measured`` 0), ``z_ref`` = the depth."""
+    return _measure.settle(np.asarray(position, float), np.asarray(rotation, float),
+                           np.asarray(extents, float), shape, np.asarray(planes, float),
+                           np.asarray(lowest, float), 0.0, sigma, float(position[2]),
+                           np.zeros(3), np.asarray(thin_shift, float), 1.0 / 615.0)
+
+
+def test_a_box_short_of_its_support_plane_is_rested_on_it():
+    # A table 1 m below the camera's centre along n (toward the camera); a 200 x 100 x
+    # 60 mm box on it, flat and on an edge (turned 45 degrees about its x axis), measured
+    # 8 mm short of the table (the band of points dropped with the plane, 6 mm tolerance).
+    normal = np.array([0.0, -0.6, -0.8])
+    planes = [[*normal, 1.0]]
+    c, s = np.cos(np.radians(45.0)), np.sin(np.radians(45.0))
+    up = -normal  # the box's z axis points away from the camera along -n when flat
+    side = np.array([1.0, 0.0, 0.0])
+    flat = np.stack([side, np.cross(up, side), up], axis=1)
+    edge = flat @ np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+    extents = np.array([0.200, 0.100, 0.060])
+    for rotation in (flat, edge):
+        cos = np.abs(rotation.T @ normal)
+        lowest_corner = 0.5 * cos @ extents
+        centre = -normal * (1.0 - lowest_corner)  # its lowest corner on the table
+        gap = 0.008
+        # What the points give: each axis short at its end toward the table, together by
+        # the gap along the normal, at the least growth (cos-weighted) that closes it.
+        measured = extents - gap * cos
+        short = centre + normal * (0.5 * gap)
+        position, rot, ext = _settled(short, rotation, measured, planes, [gap])
+        np.testing.assert_allclose(position, centre, atol=1e-9)
+        np.testing.assert_allclose(np.sort(ext), np.sort(extents), atol=1e-9)
+        assert abs(normal @ position + 1.0 - 0.5 * np.abs(rot.T @ normal) @ ext) < 1e-9
+        # A gap beyond the plane tolerances and the pixels' footprint (an object on
+        # something else, a wall behind it) is left as it is, as is a box through the plane.
+        for far in (0.05, -0.004):
+            moved = centre + normal * far
+            position, _, ext = _settled(moved, rotation, extents, planes, [far])
+            np.testing.assert_allclose(position, moved, atol=1e-12)
+            np.testing.assert_allclose(np.sort(ext), np.sort(extents), atol=1e-12)
+        # Beyond two tolerances (12 mm) but within them plus two pixels' footprint along the
+        # normal (here 5 mm each: seen along the normal, a pixel at 0.78 m depth over the
+        # floor of the sine): rested only when the lowest point is as near.
+        gap = 0.015
+        short = centre + normal * (0.5 * gap)
+        measured = extents - gap * cos
+        assert np.allclose(_settled(short, rotation, measured, planes, [gap])[0], centre)
+        assert np.allclose(_settled(short, rotation, measured, planes, [0.05])[0], short)
+
+
+def test_a_far_books_thickness_spans_its_top_face_to_the_table():
+    # A 20 mm book flat on the table, seen at 1 m with its top face's points noisy: the
+    # trimmed range along its thin axis runs from 8 mm (the band dropped with the table)
+    # to 32 mm above the table; the top face's median (thin_shift 12 mm inside the
+    # camera's end) and the table give the thickness. Without the shift the table only.
+    normal = np.array([0.0, -0.6, -0.8])
+    planes = [[*normal, 1.0]]
+    side = np.array([1.0, 0.0, 0.0])
+    rotation = np.stack([side, np.cross(-normal, side), -normal], axis=1)
+    extents = np.array([0.250, 0.180, 0.024])
+    position = -normal * (1.0 - 0.020)  # 20 mm above the table: from 8 to 32 mm
+    out = _settled(position, rotation, extents, planes, [0.008], (0.0, 0.0, 0.012))
+    np.testing.assert_allclose(out[2], [0.250, 0.180, 0.020], atol=1e-9)
+    np.testing.assert_allclose(normal @ out[0] + 1.0, 0.010, atol=1e-9)
+    out = _settled(position, rotation, extents, planes, [0.008])
+    np.testing.assert_allclose(out[2], [0.250, 0.180, 0.032], atol=1e-9)
+    # A book tilted 50 degrees off the table's normal does not rest on its thin axis: the
+    # shift is not used.
+    c, s = np.cos(np.radians(50.0)), np.sin(np.radians(50.0))
+    tilted = rotation @ np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+    args = (position, tilted, extents, planes, [0.2])
+    np.testing.assert_allclose(_settled(*args, (0.0, 0.0, 0.012))[2], _settled(*args)[2])
 
 
 def _ray_cast_box(rotation, centre, half, fx=600.0, size=(640, 480)):
@@ -373,7 +469,7 @@ def test_points_off_a_boxs_seen_faces_do_not_grow_it():
     lo, hi = _linalg.trimmed_range((bled - centre) @ rotation, 0.005)
     assert np.max(np.maximum(hi - half, -half - lo)) > 0.02  # the bleed is in the range
     for cloud, bound in ((points, 0.001), (bled, 0.006)):
-        position, _, _, extents, shape, _, _ = _measure.measure(cloud, 0.005, 0.0005)
+        position, _, _, extents, shape = _measure.measure(cloud, 0.005, 0.0005)[:5]
         assert _measure.SHAPES[shape] == 'box'
         assert np.linalg.norm(position - centre) < bound
         np.testing.assert_allclose(np.sort(extents), np.sort(2 * half), atol=10 * bound)

@@ -32,6 +32,11 @@ _NOISE_QUANTILE = 1.5
 # at most this many plane tolerances (the band of points dropped with the plane is one).
 _CONTACT_DEG = 40.0
 _CONTACT_GAP = 2.0
+# ... plus this many pixels' footprint along the normal on the object's sides (the layers
+# at its base that the outline steps may drop, and the pixels' spacing up a steep side).
+_CONTACT_PX = 2.0
+# The sines of the view ray's angle to a plane's normal under this floor count as it.
+_MIN_SIDE_SIN = 0.25
 # Incidence cosine below which a box point's surface weight stops growing.
 _MIN_COS = 0.5
 # The most extreme points per end kept in a buffer by surface_range; more are sorted.
@@ -48,6 +53,9 @@ _FACE_SPREAD_SIGMAS = 2.0
 _FACE_SPREAD_SHARE = 0.01
 _FACE_SHIFT_SIGMAS = 1.0
 _FACE_SEPARATION = 4.0
+# Across a thin axis, points whose median absolute deviation along it is under this many
+# noise deviations lie on one face (face_ends).
+_THIN_SPREAD_SIGMAS = 1.0
 # A face turned away from the camera by more than this cosine cannot be seen (on_seen_faces).
 _HIDDEN_COS = 0.25
 # The largest turn (deg) of the box axes onto its faces' fitted planes.
@@ -272,8 +280,9 @@ def on_seen_faces(local, axes, lo, hi, mean, reach):
     return out
 
 
-@njit('Tuple((f8[:], f8[:], f8[:]))(f8[:, :], f8[:], f8[:], f8)', cache=True, nogil=True)
-def face_ends(local, lo, hi, noise):
+@njit('Tuple((f8[:], f8[:], f8[:], f8[:]))(f8[:, :], f8[:], f8[:], f8, f8[:])', cache=True,
+      nogil=True)
+def face_ends(local, lo, hi, noise, toward):
     """Each end of each box axis at the median of the points on that face, when it is seen.
 
     A trimmed range of noisy points overshoots a face by about two noise deviations; the
@@ -286,14 +295,24 @@ def face_ends(local, lo, hi, noise):
     deviations apart (across a thin object seen on one face, the points nearer the hidden
     face are that face's noise).
 
+    Across a thin axis (under ``_FACE_MIN_SIGMAS`` deviations: a book seen far away) the two
+    faces cannot be told apart point by point, and the far end is not seen. When the points
+    lie on one face (their median absolute deviation along the axis under
+    ``_THIN_SPREAD_SIGMAS`` deviations: the top of a book, not the sides of a small box)
+    turned toward the camera, their median is that face: ``thin_shift`` says how far inside
+    the trimmed end on the camera's side it lies, for ``settle`` to use where the far end is
+    a support plane.
+
     Args:
         local: ``(n, 3)`` the points in box coordinates.
         lo, hi: ``(3,)`` the trimmed range.
         noise: one depth noise deviation (m) at the points' median depth.
+        toward: ``(3,)`` unit direction from the points toward the camera, box coordinates.
 
     Returns:
-        ``(lo, hi, trimmed_ends)``: the ends ``(3,)`` each, and per axis how many of its two
-        ends kept the trimmed value (0, 1 or 2), as floats.
+        ``(lo, hi, trimmed_ends, thin_shift)``: the ends ``(3,)`` each, per axis how many of
+        its two ends kept the trimmed value (0, 1 or 2), as floats, and per axis the
+        ``thin_shift`` (m, >= 0; 0 for the other axes).
 
     """
     n = local.shape[0]
@@ -302,8 +321,15 @@ def face_ends(local, lo, hi, noise):
         face[k] = nearest_face(local, k, lo, hi)
     out_lo, out_hi = lo.copy(), hi.copy()
     trimmed_ends = np.full(3, 2.0)
+    thin_shift = np.zeros(3)
     for c in range(3):
         if hi[c] - lo[c] < _FACE_MIN_SIGMAS * noise:
+            if abs(toward[c]) > _HIDDEN_COS:
+                along = local[:, c].copy()
+                middle = np.median(along)
+                if np.median(np.abs(along - middle)) < _THIN_SPREAD_SIGMAS * noise:
+                    thin_shift[c] = max(0.0, hi[c] - middle if toward[c] > 0.0
+                                        else middle - lo[c])
             continue
         count = np.zeros(2)
         end = np.zeros(2)
@@ -331,10 +357,10 @@ def face_ends(local, lo, hi, noise):
             trimmed_ends[c] -= 1.0
         if out_hi[c] <= out_lo[c]:
             out_lo[c], out_hi[c], trimmed_ends[c] = lo[c], hi[c], 2.0
-    return out_lo, out_hi, trimmed_ends
+    return out_lo, out_hi, trimmed_ends, thin_shift
 
 
-@njit('Tuple((f8[:], f8[:, :], f8[:], f8[:], i8, f8, f8[:]))(f8[:, :], f8, f8)',
+@njit('Tuple((f8[:], f8[:, :], f8[:], f8[:], i8, f8, f8[:], f8[:]))(f8[:, :], f8, f8)',
       cache=True, nogil=True)
 def measure(points, trim, tolerance):
     """Pose, extents and shape of ``points`` (module docs).
@@ -345,12 +371,14 @@ def measure(points, trim, tolerance):
         tolerance: the depth noise (m, one deviation) at the points' median depth.
 
     Returns:
-        ``(position, rotation, quaternion, extents, shape, residual, trimmed_ends)``:
+        ``(position, rotation, quaternion, extents, shape, residual, trimmed_ends,
+        thin_shift)``:
         ``(3,)`` metres, ``(3, 3)`` columns = object axes (signs per the convention), ``(4,)``
         ``x, y, z, w``, ``(3,)`` extents in metres along those axes (``settle`` sorts them),
         the index into ``SHAPES``, the chosen model's median residual divided by its fit
         tolerance (under 1 fits), and ``(3,)`` per axis how many of its ends are a trimmed
-        percentile rather than a seen face (``face_ends``; 2 for a cylinder).
+        percentile rather than a seen face (``face_ends``; 2 for a cylinder), and ``(3,)``
+        ``face_ends``' ``thin_shift`` (zeros for a cylinder).
 
     """
     fit = points[::max(1, points.shape[0] // _FIT_POINTS)]
@@ -396,7 +424,7 @@ def measure(points, trim, tolerance):
         shape, residual = 0, box_res / allowed
     else:
         shape, residual = 2, min(box_res, best_res) / allowed
-    trimmed_ends = np.full(3, 2.0)
+    trimmed_ends, thin_shift = np.full(3, 2.0), np.zeros(3)
     if shape != 1:
         seen_local, seen_fit = local, fit
         if shape == 0:  # a box: its axes onto the planes of its faces, then the points off
@@ -411,7 +439,8 @@ def measure(points, trim, tolerance):
                 seen_local, seen_fit = seen_local[seen], seen_fit[seen]
                 lo, hi = trimmed_range(seen_local, trim)
         lo, hi = surface_range(seen_local, axes, lo, hi, seen_fit, trim)
-        lo, hi, trimmed_ends = face_ends(seen_local, lo, hi, tolerance)
+        toward = -matvec(axes.T.copy(), mean) / np.sqrt(np.sum(mean * mean))
+        lo, hi, trimmed_ends, thin_shift = face_ends(seen_local, lo, hi, tolerance, toward)
     position = mean + matvec(axes, 0.5 * (lo + hi))
     extents = hi - lo
     if shape == 1:  # the axis and its centre at mid-length; the box axes turned onto it
@@ -442,7 +471,8 @@ def measure(points, trim, tolerance):
             axes[:, 0], axes[:, 1], axes[:, 2] = y, z, x
             extents = np.array([diameter, diameter, length])
     rotation = orient(axes, position)
-    return position, rotation, quaternion(rotation), extents, shape, residual, trimmed_ends
+    return (position, rotation, quaternion(rotation), extents, shape, residual, trimmed_ends,
+            thin_shift)
 
 
 @njit('Tuple((f8[:], f8[:, :]))(f8[:, :], f8[:], f8[:])', cache=True, nogil=True)
@@ -454,9 +484,74 @@ def _longest_first(rotation, extents, position):
     return extents[order], orient(np.ascontiguousarray(rotation[:, order]), position)
 
 
+@njit('Tuple((f8[:], f8[:, :]))(f8[:], f8[:, :], f8[:], f8, f8, f8[:])', cache=True,
+      nogil=True)
+def _noise_trimmed(position, rotation, extents, measured, z_ref, ends):
+    """Extents less the noise at each of an axis' ``ends`` trimmed ends; sorted (``settle``)."""
+    norm = max(np.sqrt(np.sum(position * position)), 1e-9)
+    scale = _NOISE_QUANTILE * measured * (position[2] / z_ref) ** 2
+    trimmed = np.empty(3)
+    for k in range(3):
+        along = abs(np.sum(rotation[:, k] * position)) / norm
+        trimmed[k] = max(extents[k] - ends[k] * scale * along, 0.5 * extents[k])
+    return _longest_first(rotation, trimmed, position)
+
+
+@njit('Tuple((f8[:], f8[:, :], f8[:], i8))'
+      '(f8[:], f8[:, :], f8[:], i8, f8[:, :], f8[:], f8, f8, f8)', cache=True, nogil=True)
+def _rest(position, rotation, extents, shape, planes, lowest, sigma, z_ref, pixel):
+    """Move the box's lowest corner onto its support plane across a small gap (``settle``).
+
+    The gap is closed along the plane's normal: each axis grows at its end toward the plane
+    by the gap times its cosine to the normal (the least growth that closes it; a box flat on
+    the plane grows its height only, one resting on an edge both axes across the edge). A
+    cylinder grows along its own axis only, when that is within ``_CONTACT_DEG`` of the
+    normal. The gap is closed when it is under ``_CONTACT_GAP`` plane tolerances, or under
+    that plus ``_CONTACT_PX`` pixels' footprint along the normal and the lowest point
+    (``lowest`` ``(k,)``, m over each plane) is as near too.
+
+    Returns:
+        ``(position, rotation, extents, plane)``: the box (sorted again) and the index of
+        the plane it was moved onto, -1 when none.
+
+    """
+    limit = np.cos(np.radians(_CONTACT_DEG))
+    for p in range(planes.shape[0]):
+        normal = planes[p, :3]
+        cos = np.empty(3)
+        for k in range(3):
+            cos[k] = np.sum(rotation[:, k] * normal)
+        k = int(np.argmax(np.abs(cos)))
+        if shape == 1 and (abs(cos[k]) < limit or k != (0 if extents[1] == extents[2] else 2)):
+            continue
+        low = np.sum(normal * position) + planes[p, 3] - 0.5 * np.sum(np.abs(cos) * extents)
+        tol = PLANE_SIGMAS * sigma * (max(position[2], 1e-3) / z_ref) ** 2
+        # One pixel's footprint along the normal on a side: pixel z / sin(ray, normal).
+        dist = np.sqrt(np.sum(position * position))
+        ray_cos = np.sum(normal * position) / max(dist, 1e-9)
+        step = pixel * position[2] / max(np.sqrt(max(0.0, 1.0 - ray_cos ** 2)), _MIN_SIDE_SIN)
+        reach = _CONTACT_GAP * tol + _CONTACT_PX * step
+        if not (0.0 < low <= _CONTACT_GAP * tol or (0.0 < low <= reach and lowest[p] <= reach)):
+            continue
+        extents = extents.copy()
+        if shape == 1:
+            grow = low / abs(cos[k])
+            extents[k] += grow
+            position = position - np.sign(cos[k]) * rotation[:, k] * (0.5 * grow)
+        else:
+            for c in range(3):
+                extents[c] += low * abs(cos[c])
+            position = position - normal * (0.5 * low)
+        extents, rotation = _longest_first(rotation, extents, position)
+        return position, rotation, extents, p
+    return position, rotation, extents, -1
+
+
 @njit('Tuple((f8[:], f8[:, :], f8[:]))'
-      '(f8[:], f8[:, :], f8[:], i8, f8[:, :], f8, f8, f8, f8[:])', cache=True, nogil=True)
-def settle(position, rotation, extents, shape, planes, measured, sigma, z_ref, trimmed_ends):
+      '(f8[:], f8[:, :], f8[:], i8, f8[:, :], f8[:], f8, f8, f8, f8[:], f8[:], f8)',
+      cache=True, nogil=True)
+def settle(position, rotation, extents, shape, planes, lowest, measured, sigma, z_ref,
+           trimmed_ends, thin_shift, pixel):
     """Take the depth noise off a measured box and rest it on its support plane.
 
     Measured depth noise (``measured``, m at ``z_ref``) widens the trimmed range along the
@@ -471,38 +566,40 @@ def settle(position, rotation, extents, shape, planes, measured, sigma, z_ref, t
     tolerances (``PLANE_SIGMAS`` deviations of ``sigma`` at ``z_ref``, scaled as
     ``z ** 2``).
 
+    A box's thin axis with a ``thin_shift`` (``face_ends``: its points on the face toward
+    the camera) that rests so on a plane along its normal spans from that face's median to
+    the plane: the camera's end is moved in by the shift first (a book seen at 2 m, whose
+    trimmed thickness is mostly noise).
+
     Returns:
         ``(position, rotation, extents)``: extents sorted ``x >= y >= z`` again with their
         axes (signs per the convention).
 
     """
-    if shape != 1:
-        norm = max(np.sqrt(np.sum(position * position)), 1e-9)
-        scale = _NOISE_QUANTILE * measured * (position[2] / z_ref) ** 2
-        trimmed = np.empty(3)
+    if shape == 1:
+        return _rest(position, rotation, extents, shape, planes, lowest, sigma, z_ref, pixel)[:3]
+    if shape == 0:
+        limit = np.cos(np.radians(_CONTACT_DEG))
         for k in range(3):
-            along = abs(np.sum(rotation[:, k] * position)) / norm
-            trimmed[k] = max(extents[k] - trimmed_ends[k] * scale * along, 0.5 * extents[k])
-        extents, rotation = _longest_first(rotation, trimmed, position)
-    limit = np.cos(np.radians(_CONTACT_DEG))
-    for p in range(planes.shape[0]):
-        normal = planes[p, :3]
-        cos = np.empty(3)
-        for k in range(3):
-            cos[k] = np.sum(rotation[:, k] * normal)
-        k = int(np.argmax(np.abs(cos)))
-        if abs(cos[k]) < limit:
-            continue
-        if shape == 1 and k != (0 if extents[1] == extents[2] else 2):
-            continue
-        low = np.sum(normal * position) + planes[p, 3] - 0.5 * np.sum(np.abs(cos) * extents)
-        tol = PLANE_SIGMAS * sigma * (max(position[2], 1e-3) / z_ref) ** 2
-        if not (0.0 < low <= _CONTACT_GAP * tol):
-            continue
-        grow = low / abs(cos[k])
-        extents = extents.copy()
-        extents[k] += grow
-        position = position - np.sign(cos[k]) * rotation[:, k] * (0.5 * grow)
-        extents, rotation = _longest_first(rotation, extents, position)
-        return position, rotation, extents
-    return position, rotation, extents
+            if thin_shift[k] <= 0.0:
+                continue
+            axis = rotation[:, k].copy()
+            along = np.sum(axis * position)
+            away = axis if along > 0.0 else -axis
+            # The camera's end of axis k moves in by the shift, the far end (trimmed) out
+            # by the noise.
+            far = (_NOISE_QUANTILE * measured * (position[2] / z_ref) ** 2 * abs(along)
+                   / max(np.sqrt(np.sum(position * position)), 1e-9))
+            shifted = extents.copy()
+            shifted[k] = max(extents[k] - thin_shift[k] - far, 0.0)
+            moved = position + away * (0.5 * (thin_shift[k] - far))
+            ends = trimmed_ends.copy()
+            ends[k] = 0.0
+            trimmed, turned = _noise_trimmed(moved, rotation, shifted, measured, z_ref, ends)
+            rested, turned, trimmed, p = _rest(moved, turned, trimmed, shape, planes, lowest,
+                                               sigma, z_ref, pixel)
+            if p >= 0 and abs(np.sum(axis * planes[p, :3])) >= limit:
+                return rested, turned, trimmed
+    extents, rotation = _noise_trimmed(position, rotation, extents, measured, z_ref,
+                                       trimmed_ends)
+    return _rest(position, rotation, extents, shape, planes, lowest, sigma, z_ref, pixel)[:3]

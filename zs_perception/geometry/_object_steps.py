@@ -134,14 +134,20 @@ def object_geometry(depth, inside, inscribed, outside, row0, col0, height, width
             occluded = True
         if which == 0:  # the observed share of the kept points' outline: confidence
             observed = 1.0 - (counts[1] + counts[2] + 0.5 * counts[3]) / max(1, counts[0])
-    position, rotation, quat, extents, shape, residual, trimmed_ends = measure(
+    position, rotation, quat, extents, shape, residual, trimmed_ends, thin_shift = measure(
         points, trim, sigma)
     # What is published must be finite in float32 too.
     if not (np.all(np.isfinite(position)) and np.all(np.isfinite(quat))
             and np.all(np.isfinite(extents)) and np.max(np.abs(points)) < _FLOAT32_MAX):
         return NON_FINITE, valid_fraction, False, no_points, zero, eye, unit, zero, 0, 0.0
-    position, rotation, extents = settle(position, rotation, extents, shape, planes,
-                                         measured, sigma, z_ref, trimmed_ends)
+    lowest = np.full(planes.shape[0], np.inf)  # the kept points' least height over each plane
+    for p in range(planes.shape[0]):
+        for k in range(points.shape[0]):
+            lowest[p] = min(lowest[p], planes[p, 0] * points[k, 0] + planes[p, 1] * points[k, 1]
+                            + planes[p, 2] * points[k, 2] + planes[p, 3])
+    position, rotation, extents = settle(position, rotation, extents, shape, planes, lowest,
+                                         measured, sigma, z_ref, trimmed_ends, thin_shift,
+                                         0.5 * (x_step + y_step))
     if extents[1] < 2.0 * sigma * (position[2] / z_ref) ** 2 + 1e-6:
         return COLLINEAR, valid_fraction, occluded, points32, zero, eye, unit, zero, 0, 0.0
     n = points.shape[0]
