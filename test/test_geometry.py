@@ -373,13 +373,14 @@ def _settled(position, rotation, extents, planes, lowest, thin_shift=(0.0, 0.0, 
 
 
 def test_a_box_short_of_its_support_plane_is_rested_on_it():
-    # A table 1 m below the camera's centre along n (toward the camera); a 200 x 100 x
-    # 60 mm box on it, flat and on an edge (turned 45 degrees about its x axis), measured
-    # 8 mm short of the table (the band of points dropped with the plane, 6 mm tolerance).
+    # A table 1 m from the camera along its normal n (toward the camera); a 200 x 100 x 60 mm
+    # box on it 1 m to the side (seen at 46 degrees to the normal), flat and on an edge
+    # (turned 45 degrees about its x axis), measured 8 mm short of the table (the band of
+    # points dropped with the plane; 6 mm plane tolerance).
     normal = np.array([0.0, -0.6, -0.8])
     planes = [[*normal, 1.0]]
     c, s = np.cos(np.radians(45.0)), np.sin(np.radians(45.0))
-    up = -normal  # the box's z axis points away from the camera along -n when flat
+    up = -normal  # the box's z axis, flat on the table
     side = np.array([1.0, 0.0, 0.0])
     flat = np.stack([side, np.cross(up, side), up], axis=1)
     edge = flat @ np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
@@ -387,7 +388,7 @@ def test_a_box_short_of_its_support_plane_is_rested_on_it():
     for rotation in (flat, edge):
         cos = np.abs(rotation.T @ normal)
         lowest_corner = 0.5 * cos @ extents
-        centre = -normal * (1.0 - lowest_corner)  # its lowest corner on the table
+        centre = -normal * (1.0 - lowest_corner) + side  # its lowest corner on the table
         gap = 0.008
         # What the points give: each axis short at its end toward the table, together by
         # the gap along the normal, at the least growth (cos-weighted) that closes it.
@@ -405,13 +406,16 @@ def test_a_box_short_of_its_support_plane_is_rested_on_it():
             np.testing.assert_allclose(position, moved, atol=1e-12)
             np.testing.assert_allclose(np.sort(ext), np.sort(extents), atol=1e-12)
         # Beyond two tolerances (12 mm) but within them plus two pixels' footprint along the
-        # normal (here 5 mm each: seen along the normal, a pixel at 0.78 m depth over the
-        # floor of the sine): rested only when the lowest point is as near.
-        gap = 0.015
-        short = centre + normal * (0.5 * gap)
+        # normal (1.8 mm each: a pixel at 0.78 m depth over the sine 0.71 of the view ray to
+        # the normal): rested only when the lowest point is as near, and only where the
+        # sides are seen (not seen along the normal, as a wall behind the object is).
+        gap = 0.0135
         measured = extents - gap * cos
+        short = centre + normal * (0.5 * gap)
         assert np.allclose(_settled(short, rotation, measured, planes, [gap])[0], centre)
         assert np.allclose(_settled(short, rotation, measured, planes, [0.05])[0], short)
+        face_on = short - side
+        assert np.allclose(_settled(face_on, rotation, measured, planes, [gap])[0], face_on)
 
 
 def test_a_far_books_thickness_spans_its_top_face_to_the_table():

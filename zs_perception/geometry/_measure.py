@@ -33,10 +33,11 @@ _NOISE_QUANTILE = 1.5
 _CONTACT_DEG = 40.0
 _CONTACT_GAP = 2.0
 # ... plus this many pixels' footprint along the normal on the object's sides (the layers
-# at its base that the outline steps may drop, and the pixels' spacing up a steep side).
+# at its base that the outline steps may drop, and the pixels' spacing up a steep side),
+# where the sides are seen: the view ray's sine to the normal at least _MIN_SIDE_SIN (sides
+# along the normal at under 60 degrees incidence; not a wall seen face-on behind it).
 _CONTACT_PX = 2.0
-# The sines of the view ray's angle to a plane's normal under this floor count as it.
-_MIN_SIDE_SIN = 0.25
+_MIN_SIDE_SIN = 0.5
 # Incidence cosine below which a box point's surface weight stops growing.
 _MIN_COS = 0.5
 # The most extreme points per end kept in a buffer by surface_range; more are sorted.
@@ -507,8 +508,9 @@ def _rest(position, rotation, extents, shape, planes, lowest, sigma, z_ref, pixe
     the plane grows its height only, one resting on an edge both axes across the edge). A
     cylinder grows along its own axis only, when that is within ``_CONTACT_DEG`` of the
     normal. The gap is closed when it is under ``_CONTACT_GAP`` plane tolerances, or under
-    that plus ``_CONTACT_PX`` pixels' footprint along the normal and the lowest point
-    (``lowest`` ``(k,)``, m over each plane) is as near too.
+    that plus ``_CONTACT_PX`` pixels' footprint along the normal (where the object's sides
+    are seen, ``_MIN_SIDE_SIN``) and the lowest point (``lowest`` ``(k,)``, m over each
+    plane) is as near too.
 
     Returns:
         ``(position, rotation, extents, plane)``: the box (sorted again) and the index of
@@ -528,8 +530,8 @@ def _rest(position, rotation, extents, shape, planes, lowest, sigma, z_ref, pixe
         tol = PLANE_SIGMAS * sigma * (max(position[2], 1e-3) / z_ref) ** 2
         # One pixel's footprint along the normal on a side: pixel z / sin(ray, normal).
         dist = np.sqrt(np.sum(position * position))
-        ray_cos = np.sum(normal * position) / max(dist, 1e-9)
-        step = pixel * position[2] / max(np.sqrt(max(0.0, 1.0 - ray_cos ** 2)), _MIN_SIDE_SIN)
+        ray_sin = np.sqrt(max(0.0, 1.0 - (np.sum(normal * position) / max(dist, 1e-9)) ** 2))
+        step = pixel * position[2] / ray_sin if ray_sin >= _MIN_SIDE_SIN else 0.0
         reach = _CONTACT_GAP * tol + _CONTACT_PX * step
         if not (0.0 < low <= _CONTACT_GAP * tol or (0.0 < low <= reach and lowest[p] <= reach)):
             continue
