@@ -28,8 +28,9 @@ _FIT_SIGMAS = 3.0
 _FIT_SHARE = 0.04
 # Noise deviations (at the trimmed percentile) each end of an extent is widened by.
 _NOISE_QUANTILE = 1.5
-# An axis this close (deg) to a support plane's normal may be extended onto the plane, by
-# at most this many plane tolerances (the band of points dropped with the plane is one).
+# A cylinder's axis, or a book's thin axis, this close (deg) to a support plane's normal
+# rests on it along that axis (_rest, settle). A gap to the plane is closed across at most
+# _CONTACT_GAP plane tolerances (the band of points dropped with the plane is one) ...
 _CONTACT_DEG = 40.0
 _CONTACT_GAP = 2.0
 # ... plus this many pixels' footprint along the normal on the object's sides (the layers
@@ -562,16 +563,15 @@ def settle(position, rotation, extents, shape, planes, lowest, measured, sigma, 
     (not a cylinder, whose diameter comes from its fitted radius; at most half of each
     extent; a thin book seen at 2 m would grow by a third). The points within the plane
     tolerance of a support plane (``planes`` ``(k, 4)``) were dropped with it, so an object
-    resting on one (an axis within ``_CONTACT_DEG`` of its normal, the most aligned one;
-    for a cylinder, its own axis) ends that much short of it: its lowest corner is moved
-    onto the first such plane along that axis when the gap is under ``_CONTACT_GAP``
-    tolerances (``PLANE_SIGMAS`` deviations of ``sigma`` at ``z_ref``, scaled as
-    ``z ** 2``).
+    resting on one ends that much short of it: its lowest corner is moved onto the first
+    plane it is near (``_rest``; the tolerance is ``PLANE_SIGMAS`` deviations of ``sigma``
+    at ``z_ref``, scaled as ``z ** 2``; ``lowest`` ``(k,)`` the kept points' least height
+    over each plane, m; ``pixel`` the angle of one pixel, rad).
 
     A box's thin axis with a ``thin_shift`` (``face_ends``: its points on the face toward
-    the camera) that rests so on a plane along its normal spans from that face's median to
-    the plane: the camera's end is moved in by the shift first (a book seen at 2 m, whose
-    trimmed thickness is mostly noise).
+    the camera) that rests so on a plane, within ``_CONTACT_DEG`` of its normal, spans from
+    that face's median to the plane: the camera's end is moved in by the shift first (a book
+    seen at 2 m, whose trimmed thickness is mostly noise).
 
     Returns:
         ``(position, rotation, extents)``: extents sorted ``x >= y >= z`` again with their
