@@ -347,6 +347,12 @@ def test_seen_faces_are_placed_at_their_points_median():
     book = rng.uniform(-1.0, 1.0, (3000, 3)) * np.array([0.150, 0.100, 0.0])
     book[:, 2] = 0.010 + rng.normal(0.0, 0.004, 3000)
     lo, hi = _linalg.trimmed_range(book, 0.005)
+    # 2 % of the points on its sides, below the top face: the trimmed range reaches lower
+    # than the top face's noise does, so the two ends lie unequally far from the median.
+    sides = rng.choice(3000, 60, replace=False)
+    book[sides, 2] = rng.uniform(-0.010, 0.010, 60)
+    lo, hi = _linalg.trimmed_range(book, 0.005)
+    assert (hi[2] - 0.010) - (0.010 - lo[2]) < -0.003
     up = np.array([0.0, 0.6, 0.8])
     ends = _measure.face_ends(book, lo, hi, 0.004, up)
     assert ends[2][2] == 2.0 and ends[3][0] == ends[3][1] == 0.0
@@ -364,12 +370,12 @@ def test_seen_faces_are_placed_at_their_points_median():
 
 
 def _settled(position, rotation, extents, planes, lowest, thin_shift=(0.0, 0.0, 0.0),
-             shape=0, sigma=0.002):
-    """``_measure.settle`` without noise taken off (``measured`` 0), ``z_ref`` = the depth."""
+             shape=0, sigma=0.002, measured=0.0):
+    """``_measure.settle`` with ``z_ref`` the depth; noise taken off both ends of each axis."""
     return _measure.settle(np.asarray(position, float), np.asarray(rotation, float),
                            np.asarray(extents, float), shape, np.asarray(planes, float),
-                           np.asarray(lowest, float), 0.0, sigma, float(position[2]),
-                           np.zeros(3), np.asarray(thin_shift, float), 1.0 / 615.0)
+                           np.asarray(lowest, float), measured, sigma, float(position[2]),
+                           np.full(3, 2.0), np.asarray(thin_shift, float), 1.0 / 615.0)
 
 
 def test_a_box_short_of_its_support_plane_is_rested_on_it():
@@ -422,24 +428,33 @@ def test_a_far_books_thickness_spans_its_top_face_to_the_table():
     # A 20 mm book flat on the table, seen at 1 m with its top face's points noisy: the
     # trimmed range along its thin axis runs from 8 mm (the band dropped with the table)
     # to 32 mm above the table; the top face's median (thin_shift 12 mm inside the
-    # camera's end) and the table give the thickness. Without the shift the table only.
+    # camera's end) and the table give the thickness, whatever the noise taken off and
+    # either sign of the axis. Without the shift the table only sets the bottom.
     normal = np.array([0.0, -0.6, -0.8])
     planes = [[*normal, 1.0]]
     side = np.array([1.0, 0.0, 0.0])
-    rotation = np.stack([side, np.cross(-normal, side), -normal], axis=1)
     extents = np.array([0.250, 0.180, 0.024])
     position = -normal * (1.0 - 0.020)  # 20 mm above the table: from 8 to 32 mm
-    out = _settled(position, rotation, extents, planes, [0.008], (0.0, 0.0, 0.012))
-    np.testing.assert_allclose(out[2], [0.250, 0.180, 0.020], atol=1e-9)
-    np.testing.assert_allclose(normal @ out[0] + 1.0, 0.010, atol=1e-9)
-    out = _settled(position, rotation, extents, planes, [0.008])
-    np.testing.assert_allclose(out[2], [0.250, 0.180, 0.032], atol=1e-9)
-    # A book tilted 50 degrees off the table's normal does not rest on its thin axis: the
-    # shift is not used.
+    for up in (normal, -normal):  # z toward the camera (the convention) and away
+        rotation = np.stack([side, np.cross(up, side), up], axis=1)
+        for measured in (0.0, 0.002):
+            out = _settled(position, rotation, extents, planes, [0.008], (0.0, 0.0, 0.012),
+                           measured=measured)
+            np.testing.assert_allclose(out[2], [0.250, 0.180, 0.020], atol=1e-9)
+            np.testing.assert_allclose(normal @ out[0] + 1.0, 0.010, atol=1e-9)
+        out = _settled(position, rotation, extents, planes, [0.008])
+        np.testing.assert_allclose(out[2], [0.250, 0.180, 0.032], atol=1e-9)
+    # A book tilted 50 degrees off the table's normal, its lowest corner 8 mm above the
+    # table, rests on it, but not on its thin axis: the shift is not used.
     c, s = np.cos(np.radians(50.0)), np.sin(np.radians(50.0))
     tilted = rotation @ np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
-    args = (position, tilted, extents, planes, [0.2])
-    np.testing.assert_allclose(_settled(*args, (0.0, 0.0, 0.012))[2], _settled(*args)[2])
+    corner = 0.5 * np.abs(tilted.T @ normal) @ extents
+    raised = -normal * (1.0 - corner - 0.008)
+    args = (raised, tilted, extents, planes, [0.008])
+    shifted, plain = _settled(*args, (0.0, 0.0, 0.012)), _settled(*args)
+    assert not np.allclose(plain[0], raised)  # it did rest
+    np.testing.assert_allclose(shifted[2], plain[2])
+    np.testing.assert_allclose(shifted[0], plain[0])
 
 
 def _ray_cast_box(rotation, centre, half, fx=600.0, size=(640, 480)):

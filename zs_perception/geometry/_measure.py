@@ -378,7 +378,7 @@ def measure(points, trim, tolerance):
         ``(3,)`` metres, ``(3, 3)`` columns = object axes (signs per the convention), ``(4,)``
         ``x, y, z, w``, ``(3,)`` extents in metres along those axes (``settle`` sorts them),
         the index into ``SHAPES``, the chosen model's median residual divided by its fit
-        tolerance (under 1 fits), and ``(3,)`` per axis how many of its ends are a trimmed
+        tolerance (under 1 fits), ``(3,)`` per axis how many of its ends are a trimmed
         percentile rather than a seen face (``face_ends``; 2 for a cylinder), and ``(3,)``
         ``face_ends``' ``thin_shift`` (zeros for a cylinder).
 
@@ -505,13 +505,14 @@ def _rest(position, rotation, extents, shape, planes, lowest, sigma, z_ref, pixe
     """Move the box's lowest corner onto its support plane across a small gap (``settle``).
 
     The gap is closed along the plane's normal: each axis grows at its end toward the plane
-    by the gap times its cosine to the normal (the least growth that closes it; a box flat on
-    the plane grows its height only, one resting on an edge both axes across the edge). A
-    cylinder grows along its own axis only, when that is within ``_CONTACT_DEG`` of the
-    normal. The gap is closed when it is under ``_CONTACT_GAP`` plane tolerances, or under
-    that plus ``_CONTACT_PX`` pixels' footprint along the normal (where the object's sides
-    are seen, ``_MIN_SIDE_SIN``) and the lowest point (``lowest`` ``(k,)``, m over each
-    plane) is as near too.
+    by the gap times its cosine to the normal (the growth of least sum of squares that
+    closes it; the corner farthest from the plane stays where it is: a box flat on the plane
+    grows its height only, one resting on an edge both axes across the edge). A cylinder
+    grows along its own axis only, when that is within ``_CONTACT_DEG`` of the normal. The
+    gap is closed when it is at most ``_CONTACT_GAP`` plane tolerances, or at most that plus
+    ``_CONTACT_PX`` pixels' footprint along the normal (where the object's sides are seen,
+    ``_MIN_SIDE_SIN``) and the lowest point (``lowest`` ``(k,)``, m over each plane) is as
+    near too (and not more than a tolerance beyond it).
 
     Returns:
         ``(position, rotation, extents, plane)``: the box (sorted again) and the index of
@@ -534,7 +535,8 @@ def _rest(position, rotation, extents, shape, planes, lowest, sigma, z_ref, pixe
         ray_sin = np.sqrt(max(0.0, 1.0 - (np.sum(normal * position) / max(dist, 1e-9)) ** 2))
         step = pixel * position[2] / ray_sin if ray_sin >= _MIN_SIDE_SIN else 0.0
         reach = _CONTACT_GAP * tol + _CONTACT_PX * step
-        if not (0.0 < low <= _CONTACT_GAP * tol or (0.0 < low <= reach and lowest[p] <= reach)):
+        if not (0.0 < low <= _CONTACT_GAP * tol
+                or (0.0 < low <= reach and -tol <= lowest[p] <= reach)):
             continue
         extents = extents.copy()
         if shape == 1:
@@ -570,8 +572,9 @@ def settle(position, rotation, extents, shape, planes, lowest, measured, sigma, 
 
     A box's thin axis with a ``thin_shift`` (``face_ends``: its points on the face toward
     the camera) that rests so on a plane, within ``_CONTACT_DEG`` of its normal, spans from
-    that face's median to the plane: the camera's end is moved in by the shift first (a book
-    seen at 2 m, whose trimmed thickness is mostly noise).
+    that face's median to the plane: the camera's end is moved in by the shift first and the
+    far end keeps its trimmed value until the rest sets it (a book seen at 2 m, whose
+    trimmed thickness is mostly noise).
 
     Returns:
         ``(position, rotation, extents)``: extents sorted ``x >= y >= z`` again with their
@@ -586,15 +589,13 @@ def settle(position, rotation, extents, shape, planes, lowest, measured, sigma, 
             if thin_shift[k] <= 0.0:
                 continue
             axis = rotation[:, k].copy()
-            along = np.sum(axis * position)
-            away = axis if along > 0.0 else -axis
-            # The camera's end of axis k moves in by the shift, the far end (trimmed) out
-            # by the noise.
-            far = (_NOISE_QUANTILE * measured * (position[2] / z_ref) ** 2 * abs(along)
-                   / max(np.sqrt(np.sum(position * position)), 1e-9))
+            away = axis if np.sum(axis * position) > 0.0 else -axis
+            # The camera's end of axis k moves in by the shift; the far end keeps its
+            # trimmed value (no noise taken off): the plane it rests on will set it.
+            shift = min(thin_shift[k], extents[k])
             shifted = extents.copy()
-            shifted[k] = max(extents[k] - thin_shift[k] - far, 0.0)
-            moved = position + away * (0.5 * (thin_shift[k] - far))
+            shifted[k] = extents[k] - shift
+            moved = position + away * (0.5 * shift)
             ends = trimmed_ends.copy()
             ends[k] = 0.0
             trimmed, turned = _noise_trimmed(moved, rotation, shifted, measured, z_ref, ends)
