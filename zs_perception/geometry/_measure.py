@@ -32,6 +32,7 @@ _NOISE_QUANTILE = 1.5
 # rests on it along that axis (_rest, settle). A gap to the plane is closed across at most
 # _CONTACT_GAP plane tolerances (the band of points dropped with the plane is one) ...
 _CONTACT_DEG = 40.0
+_CONTACT_COS = float(np.cos(np.radians(_CONTACT_DEG)))
 _CONTACT_GAP = 2.0
 # ... plus this many pixels' footprint along the normal on the object's sides (the layers
 # at its base that the outline steps may drop, and the pixels' spacing up a steep side),
@@ -519,14 +520,14 @@ def _rest(position, rotation, extents, shape, planes, lowest, sigma, z_ref, pixe
         the plane it was moved onto, -1 when none.
 
     """
-    limit = np.cos(np.radians(_CONTACT_DEG))
     for p in range(planes.shape[0]):
         normal = planes[p, :3]
         cos = np.empty(3)
         for k in range(3):
             cos[k] = np.sum(rotation[:, k] * normal)
         k = int(np.argmax(np.abs(cos)))
-        if shape == 1 and (abs(cos[k]) < limit or k != (0 if extents[1] == extents[2] else 2)):
+        if shape == 1 and (abs(cos[k]) < _CONTACT_COS
+                           or k != (0 if extents[1] == extents[2] else 2)):
             continue
         low = np.sum(normal * position) + planes[p, 3] - 0.5 * np.sum(np.abs(cos) * extents)
         tol = PLANE_SIGMAS * sigma * (max(position[2], 1e-3) / z_ref) ** 2
@@ -584,7 +585,6 @@ def settle(position, rotation, extents, shape, planes, lowest, measured, sigma, 
     if shape == 1:
         return _rest(position, rotation, extents, shape, planes, lowest, sigma, z_ref, pixel)[:3]
     if shape == 0:
-        limit = np.cos(np.radians(_CONTACT_DEG))
         for k in range(3):
             if thin_shift[k] <= 0.0:
                 continue
@@ -601,7 +601,7 @@ def settle(position, rotation, extents, shape, planes, lowest, measured, sigma, 
             trimmed, turned = _noise_trimmed(moved, rotation, shifted, measured, z_ref, ends)
             rested, turned, trimmed, p = _rest(moved, turned, trimmed, shape, planes, lowest,
                                                sigma, z_ref, pixel)
-            if p >= 0 and abs(np.sum(axis * planes[p, :3])) >= limit:
+            if p >= 0 and abs(np.sum(axis * planes[p, :3])) >= _CONTACT_COS:
                 return rested, turned, trimmed
     extents, rotation = _noise_trimmed(position, rotation, extents, measured, z_ref,
                                        trimmed_ends)
